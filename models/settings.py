@@ -1,0 +1,111 @@
+"""The engine's one typed settings object, read from ``DRIFTREC_*`` variables.
+
+Every part of the engine takes its parameters from here (passed down by the
+caller); no module reads the environment on its own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DAY_S = 86_400.0
+
+DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
+    "view": 1.0,
+    "click": 2.0,
+    "cart": 3.0,
+    "purchase": 5.0,
+    "rate": 3.0,
+}
+
+
+class EngineSettings(BaseSettings):
+    """Settings of the recommendation engine (``DRIFTREC_<NAME>`` in the environment)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DRIFTREC_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    data_dir: Path = Field(Path("./data"), description="Where the RocksDB stores live.")
+
+    # --- events -------------------------------------------------------------
+    event_weights: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS),
+        description="Weight of each event type; custom types may be added.",
+    )
+    rating_midpoint: float = Field(
+        3.0,
+        description="A `rate` event's weight is event_weights['rate'] * rating / rating_midpoint.",
+    )
+    max_text_chars: int = Field(
+        16_384, description="Longest accepted item_text / title / text field."
+    )
+    max_id_chars: int = Field(256, description="Longest accepted user_id / item_id.")
+
+    # --- windows ------------------------------------------------------------
+    window_size: int = Field(50, ge=1, le=10_000, description="N: events kept per user.")
+    window_max_age_s: float = Field(30 * DAY_S, gt=0, description="T: oldest event kept, s.")
+    seen_capacity: int = Field(
+        5_000, ge=0, description="Most recent distinct items remembered per user for exclusion."
+    )
+
+    # --- encoder ------------------------------------------------------------
+    model_path: Path | None = Field(
+        None, description="Local model directory; default all-MiniLM-L6-v2 from its PyPI package."
+    )
+    pooling: Literal["auto", "mean", "cls", "last-token"] = "auto"
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:1, …")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    encode_batch_size: int = Field(64, ge=1)
+    max_tokens: int = Field(128, ge=8, description="Token limit for item texts.")
+    sequence_max_tokens: int = Field(384, ge=8, description="Token limit in sequence mode.")
+
+    # --- interest -----------------------------------------------------------
+    interest_mode: Literal["pooled", "sequence"] = "pooled"
+    interest_half_life_s: float = Field(
+        7 * DAY_S, gt=0, description="Recency half-life of window items in pooling."
+    )
+    interest_position_decay: float = Field(
+        0.9, gt=0, le=1, description="Extra decay per position from the newest event."
+    )
+    facets: int = Field(3, ge=0, le=16, description="F: interest facets kept per user.")
+    facet_threshold: float = Field(0.55, description="Cosine under which an item opens a facet.")
+
+    # --- global clusters ----------------------------------------------------
+    clustering: bool = True
+    cluster_half_life_s: float = Field(3 * DAY_S, gt=0)
+    cluster_k_max: int = Field(64, ge=1)
+    cluster_new_threshold: float = Field(0.45, description="Cosine under which a point opens a cluster.")
+    cluster_merge_threshold: float = Field(0.92, description="Cosine above which clusters merge.")
+    cluster_retire_weight: float = Field(0.05, ge=0, description="Weight under which a cluster retires.")
+
+    # --- collaborative counts -----------------------------------------------
+    collab_half_life_s: float = Field(14 * DAY_S, gt=0)
+    transition_window: int = Field(5, ge=1, description="W: recent items a transition counts from.")
+    transition_capacity: int = Field(200, ge=1, description="Successors kept per item (heavy hitters).")
+    cluster_transition_capacity: int = Field(50, ge=1)
+    score_recent_items: int = Field(10, ge=1, description="m: recent items scored from.")
+    score_recency_decay: float = Field(0.7, gt=0, le=1, description="d: weight d^recency.")
+    trending_half_life_s: float = Field(1 * DAY_S, gt=0)
+
+    # --- ranking ------------------------------------------------------------
+    top_k: int = Field(10, ge=1, le=1000)
+    weight_content: float = 0.15
+    weight_facets: float = 0.1
+    weight_centroid: float = 0.05
+    weight_transitions: float = 1.0
+    weight_cluster_transitions: float = 0.5
+    weight_cluster_popularity: float = 0.2
+    weight_trending: float = 0.1
+
+    @field_validator("event_weights")
+    @classmethod
+    def _weights_positive(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {k: v for k, v in value.items() if not v > 0}
+        if bad:
+            raise ValueError(f"event weights must be > 0, got {bad}")
+        return value

@@ -1,0 +1,1 @@
+"""driftrec's Kafka side: Faust app, topics, agents, the embedded runner and the CLI."""
