@@ -32,3 +32,12 @@ fmt: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache demo-out
+
+# Local single-node Apache Kafka (KRaft) on 127.0.0.1:9092 from Maven Central
+# jars (Java 17 + Maven); KAFKA_PORT, KAFKA_DATA_DIR, ... pass through.
+.PHONY: kafka-up kafka-down
+kafka-up:
+	bash deploy/kafka/kafka.sh up
+
+kafka-down:
+	bash deploy/kafka/kafka.sh down

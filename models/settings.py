@@ -41,6 +41,7 @@ class EngineSettings(BaseSettings):
         3.0,
         description="A `rate` event's weight is event_weights['rate'] * rating / rating_midpoint.",
     )
+    rating_max: float = Field(5.0, gt=0, description="Largest accepted rating.")
     max_text_chars: int = Field(
         16_384, description="Longest accepted item_text / title / text field."
     )
@@ -79,20 +80,32 @@ class EngineSettings(BaseSettings):
     clustering: bool = True
     cluster_half_life_s: float = Field(3 * DAY_S, gt=0)
     cluster_k_max: int = Field(64, ge=1)
-    cluster_new_threshold: float = Field(0.45, description="Cosine under which a point opens a cluster.")
+    cluster_new_threshold: float = Field(
+        0.45, description="Cosine under which a point opens a cluster."
+    )
     cluster_merge_threshold: float = Field(0.92, description="Cosine above which clusters merge.")
-    cluster_retire_weight: float = Field(0.05, ge=0, description="Weight under which a cluster retires.")
+    cluster_retire_weight: float = Field(
+        0.05, ge=0, description="Weight under which a cluster retires."
+    )
 
     # --- collaborative counts -----------------------------------------------
     collab_half_life_s: float = Field(14 * DAY_S, gt=0)
+    collab_weighting: Literal["uniform", "event"] = Field(
+        "uniform", description="Count each consumption as 1 or by its event weight."
+    )
     transition_window: int = Field(5, ge=1, description="W: recent items a transition counts from.")
-    transition_capacity: int = Field(200, ge=1, description="Successors kept per item (heavy hitters).")
+    transition_capacity: int = Field(
+        200, ge=1, description="Successors kept per item (heavy hitters)."
+    )
     cluster_transition_capacity: int = Field(50, ge=1)
     score_recent_items: int = Field(10, ge=1, description="m: recent items scored from.")
     score_recency_decay: float = Field(0.7, gt=0, le=1, description="d: weight d^recency.")
     trending_half_life_s: float = Field(1 * DAY_S, gt=0)
 
     # --- ranking ------------------------------------------------------------
+    emit_per: Literal["event", "user"] = Field(
+        "event", description="One recommendation per processed event, or per user per batch."
+    )
     top_k: int = Field(10, ge=1, le=1000)
     weight_content: float = 0.15
     weight_facets: float = 0.1

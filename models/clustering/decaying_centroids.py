@@ -1,0 +1,1163 @@
+"""Decaying centroids: global interest clusters as forward-decayed, mergeable sums.
+
+The clusterer, its lifecycle events, and the two messages that make it
+distributed: the :class:`ClusterDelta` a worker sends and the
+:class:`ClusterSnapshot` the model agent publishes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from models.clustering.base import NO_CLUSTER, check_learn_inputs, check_points
+
+__all__ = [
+    "FORMAT_VERSION",
+    "PROVISIONAL_ID_START",
+    "ClusterDelta",
+    "ClusterEvent",
+    "ClusterSnapshot",
+    "DecayingCentroids",
+]
+
+#: Ids from here up name clusters a worker opened that the authority has not yet numbered.
+PROVISIONAL_ID_START = 1 << 48
+
+#: Version of the binary layout written by ``to_bytes`` (snapshots and deltas alike).
+FORMAT_VERSION = 1
+
+#: The landmark moves once event time is this many half-lives past it (2^64 ≈ 1.8e19).
+_MAX_EXPONENT = 64.0
+
+#: Merge redirections (absorbed id -> survivor id) remembered and published.
+_MAX_REDIRECTS = 4096
+
+_SNAPSHOT_MAGIC = b"DRCS"
+_DELTA_MAGIC = b"DRCD"
+_HEADER = struct.Struct("<4sHI")  # magic, format version, length of the JSON metadata
+_ALLOWED_DTYPES = {"<f8": np.float64, "<i8": np.int64}
+
+Role = Literal["authority", "worker"]
+
+
+# --------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterEvent:
+    """One change in the set of clusters.
+
+    ``kind`` is ``"born"`` (a new cluster ``cluster_id``), ``"retired"`` (its
+    weight decayed below ``retire_weight``, or a new cluster replaced it at
+    ``k_max``) or ``"merged"`` (``cluster_id`` was folded into ``other_id`` and
+    no longer exists). ``t`` is the event time at which it happened.
+
+    >>> ClusterEvent("merged", 7, 3, 100.0)
+    ClusterEvent(kind='merged', cluster_id=7, other_id=3, t=100.0)
+    """
+
+    kind: Literal["born", "retired", "merged"]
+    cluster_id: int
+    other_id: int | None
+    t: float
+
+
+# --------------------------------------------------------------------------- binary codec
+
+
+def _encode(magic: bytes, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> bytes:
+    """Header, JSON metadata (scalars and array layouts), then the raw little-endian arrays."""
+    specs, blobs = [], []
+    for name, array in arrays.items():
+        little = np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False)
+        if little.dtype.str not in _ALLOWED_DTYPES:
+            raise TypeError(f"array {name!r} has dtype {little.dtype}; expected float64 or int64")
+        specs.append([name, little.dtype.str, list(little.shape)])
+        blobs.append(little.tobytes())
+    meta_bytes = json.dumps({**meta, "arrays": specs}, separators=(",", ":")).encode()
+    return b"".join([_HEADER.pack(magic, FORMAT_VERSION, len(meta_bytes)), meta_bytes, *blobs])
+
+
+def _decode(data: bytes, magic: bytes, what: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    view = memoryview(data)
+    if len(view) < _HEADER.size:
+        raise ValueError(f"not a driftrec {what}: {len(view)} bytes, shorter than the header")
+    found_magic, version, meta_len = _HEADER.unpack_from(view)
+    if found_magic != magic:
+        raise ValueError(f"not a driftrec {what}: magic {found_magic!r}, expected {magic!r}")
+    if version != FORMAT_VERSION:
+        raise ValueError(
+            f"unsupported {what} format version {version}; this driftrec reads version "
+            f"{FORMAT_VERSION} (upgrade the reader, or republish with a matching writer)"
+        )
+    offset = _HEADER.size + meta_len
+    if len(view) < offset:
+        raise ValueError(f"truncated driftrec {what}: metadata needs {offset} bytes")
+    meta = json.loads(bytes(view[_HEADER.size : offset]))
+    arrays: dict[str, np.ndarray] = {}
+    for name, dtype_str, shape in meta.pop("arrays"):
+        if dtype_str not in _ALLOWED_DTYPES:
+            raise ValueError(f"driftrec {what} array {name!r} has unsupported dtype {dtype_str}")
+        dtype = np.dtype(dtype_str)
+        n_bytes = dtype.itemsize * math.prod(shape)
+        if len(view) < offset + n_bytes:
+            raise ValueError(f"truncated driftrec {what}: array {name!r} runs past the end")
+        flat = np.frombuffer(view[offset : offset + n_bytes], dtype=dtype)
+        arrays[name] = flat.reshape(shape).astype(_ALLOWED_DTYPES[dtype_str])
+        offset += n_bytes
+    if offset != len(view):
+        raise ValueError(f"driftrec {what} has {len(view) - offset} unexpected trailing bytes")
+    return meta, arrays
+
+
+def _check_same_half_life(ours: float, theirs: float, what: str) -> None:
+    if not math.isclose(ours, theirs, rel_tol=1e-12):
+        raise ValueError(
+            f"{what} has half_life_s={theirs}, this model uses {ours}: forward-decayed sums "
+            "only add under the same half-life"
+        )
+
+
+def _unit_rows(matrix: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm; all-zero rows stay zero."""
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0)
+
+
+# --------------------------------------------------------------------------- delta
+
+
+@dataclass(frozen=True, eq=False)
+class ClusterDelta:
+    """What a worker learned since its last delta, in forward-decay units.
+
+    Increments ``sums`` / ``weights`` belong to the clusters ``ids`` the worker
+    shares with the authority; *proposals* are clusters the worker opened
+    itself (provisional ids ≥ :data:`PROVISIONAL_ID_START`), each with its
+    increments and its full local centroid direction, which the authority uses
+    to fold the proposal into a cluster it already has (cosine ≥ its
+    ``merge_threshold``) or to number it as a new cluster. All sums are scaled
+    by ``2^((t - landmark)/half_life_s)``, so two deltas add once one is
+    rescaled to the other's landmark (:meth:`merge`); merging is commutative
+    and associative up to float rounding.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> a = ClusterDelta.empty(half_life_s=10.0, dim=2)
+    >>> b = ClusterDelta(
+    ...     landmark=0.0, half_life_s=10.0, dim=2, ids=np.array([3]),
+    ...     sums=np.array([[2.0, 0.0]]), weights=np.array([2.0]), n_points=2, t_min=0.0, t_max=0.0,
+    ... )
+    >>> c = a + b + b
+    >>> c.ids.tolist(), c.weights.tolist()
+    ([3], [4.0])
+    >>> ClusterDelta.from_bytes(c.to_bytes()).sums.tolist()
+    [[4.0, 0.0]]
+    """
+
+    landmark: float | None
+    half_life_s: float
+    dim: int | None
+    ids: np.ndarray
+    sums: np.ndarray
+    weights: np.ndarray
+    proposal_ids: np.ndarray | None = None
+    proposal_centroids: np.ndarray | None = None
+    proposal_sums: np.ndarray | None = None
+    proposal_weights: np.ndarray | None = None
+    proposal_born_t: np.ndarray | None = None
+    n_points: int = 0
+    t_min: float | None = None
+    t_max: float | None = None
+    base_version: int = 0
+
+    def __post_init__(self) -> None:
+        d = self.dim or 0
+        set_ = object.__setattr__
+        set_(self, "ids", np.asarray(self.ids, dtype=np.int64).reshape(-1))
+        m = len(self.ids)
+        set_(self, "sums", np.asarray(self.sums, dtype=np.float64).reshape(m, d))
+        set_(self, "weights", np.asarray(self.weights, dtype=np.float64).reshape(m))
+        ids = self.proposal_ids if self.proposal_ids is not None else np.empty(0)
+        set_(self, "proposal_ids", np.asarray(ids, dtype=np.int64).reshape(-1))
+        p = len(self.proposal_ids)  # type: ignore[arg-type]
+        for name, shape in [
+            ("proposal_centroids", (p, d)),
+            ("proposal_sums", (p, d)),
+            ("proposal_weights", (p,)),
+            ("proposal_born_t", (p,)),
+        ]:
+            value = getattr(self, name)
+            value = np.zeros(shape) if value is None else np.asarray(value, dtype=np.float64)
+            set_(self, name, value.reshape(shape))
+
+    @classmethod
+    def empty(cls, half_life_s: float, dim: int | None = None) -> ClusterDelta:
+        """A delta that carries nothing."""
+        d = dim or 0
+        return cls(None, half_life_s, dim, np.empty(0), np.empty((0, d)), np.empty(0))
+
+    @property
+    def n_proposals(self) -> int:
+        return len(self.proposal_ids)  # type: ignore[arg-type]
+
+    @property
+    def is_empty(self) -> bool:
+        """Whether applying the delta would change nothing."""
+        return self.n_points == 0 and len(self.ids) == 0 and self.n_proposals == 0
+
+    def rescaled(self, landmark: float) -> ClusterDelta:
+        """The same delta in the units of ``landmark``."""
+        if self.landmark is None or landmark == self.landmark:
+            return self if self.landmark is not None else _replace(self, landmark=landmark)
+        factor = math.exp2((self.landmark - landmark) / self.half_life_s)
+        return _replace(
+            self,
+            landmark=landmark,
+            sums=self.sums * factor,
+            weights=self.weights * factor,
+            proposal_sums=self.proposal_sums * factor,  # type: ignore[operator]
+            proposal_weights=self.proposal_weights * factor,  # type: ignore[operator]
+        )
+
+    def merge(self, other: ClusterDelta) -> ClusterDelta:
+        """One delta holding both: increments of the same id add, proposals are kept apart."""
+        _check_same_half_life(self.half_life_s, other.half_life_s, "delta")
+        if self.dim is not None and other.dim is not None and self.dim != other.dim:
+            raise ValueError(f"cannot merge deltas of dimension {self.dim} and {other.dim}")
+        dim = self.dim if self.dim is not None else other.dim
+        landmarks = [lm for lm in (self.landmark, other.landmark) if lm is not None]
+        landmark = max(landmarks) if landmarks else None
+        a = self.rescaled(landmark) if landmark is not None else self
+        b = other.rescaled(landmark) if landmark is not None else other
+        d = dim or 0
+        all_ids = np.concatenate([a.ids, b.ids])
+        ids, inverse = np.unique(all_ids, return_inverse=True)
+        sums = np.zeros((len(ids), d))
+        weights = np.zeros(len(ids))
+        np.add.at(sums, inverse, np.concatenate([a.sums.reshape(-1, d), b.sums.reshape(-1, d)]))
+        np.add.at(weights, inverse, np.concatenate([a.weights, b.weights]))
+
+        def cat(name: str) -> np.ndarray:
+            return np.concatenate([getattr(a, name), getattr(b, name)])
+
+        p_ids, p_born, p_w = cat("proposal_ids"), cat("proposal_born_t"), cat("proposal_weights")
+        p_sums = np.concatenate([a.proposal_sums.reshape(-1, d), b.proposal_sums.reshape(-1, d)])  # type: ignore[union-attr]
+        p_cent = np.concatenate(
+            [a.proposal_centroids.reshape(-1, d), b.proposal_centroids.reshape(-1, d)]  # type: ignore[union-attr]
+        )
+        first = p_sums[:, 0] if d else np.zeros(len(p_ids))
+        order = np.lexsort((first, p_ids, p_w, p_born))  # canonical: merge order does not matter
+        t_mins = [x for x in (a.t_min, b.t_min) if x is not None]
+        t_maxs = [x for x in (a.t_max, b.t_max) if x is not None]
+        return ClusterDelta(
+            landmark=landmark,
+            half_life_s=self.half_life_s,
+            dim=dim,
+            ids=ids,
+            sums=sums,
+            weights=weights,
+            proposal_ids=p_ids[order],
+            proposal_centroids=p_cent[order],
+            proposal_sums=p_sums[order],
+            proposal_weights=p_w[order],
+            proposal_born_t=p_born[order],
+            n_points=a.n_points + b.n_points,
+            t_min=min(t_mins) if t_mins else None,
+            t_max=max(t_maxs) if t_maxs else None,
+            base_version=min(a.base_version, b.base_version),
+        )
+
+    __add__ = merge
+
+    def to_bytes(self) -> bytes:
+        """Versioned binary form (magic ``DRCD``, format version, JSON scalars, float64 arrays)."""
+        meta = {
+            "landmark": self.landmark,
+            "half_life_s": self.half_life_s,
+            "dim": self.dim,
+            "n_points": self.n_points,
+            "t_min": self.t_min,
+            "t_max": self.t_max,
+            "base_version": self.base_version,
+        }
+        names = ["ids", "sums", "weights", "proposal_ids", "proposal_centroids", "proposal_sums"]
+        names += ["proposal_weights", "proposal_born_t"]
+        return _encode(_DELTA_MAGIC, meta, {n: getattr(self, n) for n in names})
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ClusterDelta:
+        """Read :meth:`to_bytes` output; raises ``ValueError`` on anything else."""
+        meta, arrays = _decode(data, _DELTA_MAGIC, "cluster delta")
+        return cls(**meta, **arrays)
+
+
+def _replace(delta: ClusterDelta, **changes: Any) -> ClusterDelta:
+    fields = {name: getattr(delta, name) for name in delta.__dataclass_fields__}
+    return ClusterDelta(**{**fields, **changes})
+
+
+# --------------------------------------------------------------------------- snapshot
+
+
+@dataclass(frozen=True, eq=False)
+class ClusterSnapshot:
+    """The authority's published model: every cluster's forward-decayed sums and weight.
+
+    ``sums[k]`` and ``weights[k]`` of cluster ``ids[k]`` are in units of
+    ``2^((t - landmark)/half_life_s)``; :meth:`decayed` turns them into plain
+    decayed values at an event time. ``redirects`` maps recently merged ids to
+    the ids that absorbed them, so workers can re-key unsent increments.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> model = DecayingCentroids(half_life_s=10.0)
+    >>> model.learn_many(np.eye(3), t=[0.0, 0.0, 10.0]).tolist()
+    [0, 1, 2]
+    >>> snap = ClusterSnapshot.from_bytes(model.snapshot().to_bytes())
+    >>> snap.ids.tolist(), snap.decayed(10.0)[1].tolist()
+    ([0, 1, 2], [0.5, 0.5, 1.0])
+    """
+
+    version: int
+    ids: np.ndarray
+    sums: np.ndarray
+    weights: np.ndarray
+    born_t: np.ndarray
+    landmark: float | None
+    next_id: int
+    last_t: float | None
+    params: dict[str, Any]
+    dim: int | None
+    redirect_from: np.ndarray | None = None
+    redirect_to: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        k, d = len(np.asarray(self.ids).reshape(-1)), self.dim or 0
+        set_(self, "ids", np.asarray(self.ids, dtype=np.int64).reshape(k))
+        set_(self, "sums", np.asarray(self.sums, dtype=np.float64).reshape(k, d))
+        set_(self, "weights", np.asarray(self.weights, dtype=np.float64).reshape(k))
+        set_(self, "born_t", np.asarray(self.born_t, dtype=np.float64).reshape(k))
+        for name in ("redirect_from", "redirect_to"):
+            value = getattr(self, name)
+            set_(self, name, np.asarray([] if value is None else value, dtype=np.int64))
+
+    @property
+    def n_clusters(self) -> int:
+        return len(self.ids)
+
+    @property
+    def half_life_s(self) -> float:
+        return float(self.params["half_life_s"])
+
+    def decayed(self, t: float) -> tuple[np.ndarray, np.ndarray]:
+        """``(sums, weights)`` as plain decayed values at event time ``t``."""
+        if self.landmark is None:
+            return self.sums.copy(), self.weights.copy()
+        factor = math.exp2(-(t - self.landmark) / self.half_life_s)
+        return self.sums * factor, self.weights * factor
+
+    def to_bytes(self) -> bytes:
+        """Versioned binary form (magic ``DRCS``, format version, JSON scalars, float64 arrays)."""
+        meta = {
+            "version": self.version,
+            "landmark": self.landmark,
+            "next_id": self.next_id,
+            "last_t": self.last_t,
+            "params": self.params,
+            "dim": self.dim,
+        }
+        names = ["ids", "sums", "weights", "born_t", "redirect_from", "redirect_to"]
+        return _encode(_SNAPSHOT_MAGIC, meta, {n: getattr(self, n) for n in names})
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ClusterSnapshot:
+        """Read :meth:`to_bytes` output; raises ``ValueError`` on anything else."""
+        meta, arrays = _decode(data, _SNAPSHOT_MAGIC, "cluster snapshot")
+        return cls(**meta, **arrays)
+
+
+# --------------------------------------------------------------------------- clusterer
+
+
+class DecayingCentroids:
+    r"""Online cosine clustering whose clusters decay, are born, merge and retire with time.
+
+    Each cluster $k$ keeps two forward-decayed sufficient statistics: the
+    weighted sum of its members $S_k = \sum_i w_i g(t_i) x_i$ and their weight
+    $W_k = \sum_i w_i g(t_i)$, with $g(t) = 2^{(t - L)/h}$ for a landmark event
+    time $L$ and half-life $h$ (forward decay, Cormode et al. 2009). The
+    plain decayed weight at event time $T$ is $W_k 2^{-(T - L)/h}$: each point
+    counts half after one half-life. Its centroid direction is
+    $\mu_k = S_k / \lVert S_k \rVert$ (the decay factor cancels). Because
+    nothing is multiplied as time passes, updates commute: the same points in
+    any order, split over any number of workers, give the same sums, and two
+    workers' sums simply add. When event time runs $64h$ past $L$ the
+    landmark moves forward and every sum is rescaled once, so nothing overflows.
+
+    A point $x$ (normalised to unit length) joins the cluster of highest cosine
+    $\mu_k \cdot x$ if that cosine is at least ``new_threshold``; otherwise it
+    opens a new cluster. At ``k_max`` clusters a far point **replaces the
+    weakest cluster if that cluster holds less decayed weight than the point
+    itself** (it then carries less evidence than one fresh observation, so a
+    drifting stream makes room for new interests without waiting for
+    retirement), and otherwise joins its nearest cluster (existing evidence
+    wins; the point moves that centroid only by its small share). Every
+    ``maintenance_every`` points, clusters whose decayed weight fell under
+    ``retire_weight`` retire, and pairs whose centroids have cosine at least
+    ``merge_threshold`` merge (the heavier keeps its id; the lighter's sums are
+    added to it). Ids are ints that only grow and are never reused.
+
+    ``learn_many`` is vectorised: points are taken in chunks of ``chunk_size``
+    and assigned by one matrix product against the centroids as of the start
+    of the chunk; points that would open a cluster are then handled in order,
+    so that the second point of a new interest inside the same chunk joins the
+    cluster the first one opened. Sums are added per cluster with one
+    segmented reduction.
+
+    **Distributed use.** With ``role="worker"`` an instance learns as usual (so
+    its own predictions follow what it sees at once) but never merges, retires
+    or replaces clusters, and numbers the clusters it opens with provisional
+    ids from :data:`PROVISIONAL_ID_START` up, meaningful only on that worker.
+    :meth:`pop_delta` hands over (and forgets) what it learned since the last
+    call as a :class:`ClusterDelta`. One ``role="authority"`` instance (the
+    model agent) merges deltas with :meth:`apply_delta` - increments add to
+    the same ids; proposals fold into a cluster within ``merge_threshold`` or
+    get the authority's next id - runs the maintenance, increments
+    :attr:`version`, and publishes :meth:`snapshot`. Workers adopt it with
+    :meth:`load_snapshot`: their local model becomes the snapshot **plus the
+    increments they have not yet sent** (those stay pending and go out with
+    the next delta; increments already sent but not yet in the snapshot are
+    missing locally until a later snapshot includes them). A single process
+    (the embedded runner) is an authority that just learns.
+
+    Parameters
+    ----------
+    half_life_s
+        Event-time seconds after which a point's weight in its cluster halves.
+    k_max
+        Most clusters held at once.
+    new_threshold
+        Cosine to the nearest centroid under which a point opens a new cluster.
+    merge_threshold
+        Cosine between two centroids at or above which they merge; also the
+        cosine at which the authority folds a proposal into an existing cluster.
+    retire_weight
+        Decayed weight under which a cluster retires.
+    chunk_size
+        Points assigned per matrix product in ``learn_many``.
+    maintenance_every
+        Points learned between retirement / merge checks (authority only).
+    role
+        ``"authority"`` (default; single process or model agent) or ``"worker"``.
+    max_events
+        Lifecycle events kept for :meth:`pop_events`; older ones are dropped.
+
+    Attributes
+    ----------
+    version
+        Count of deltas applied by the authority (adopted from a loaded
+        snapshot); 0 for a model that has only learned locally.
+    ids
+        Live cluster ids, ascending.
+    n_clusters
+        Number of live clusters.
+
+    Examples
+    --------
+    Two interests in three dimensions, one of them early only; later the
+    stream drifts to a third interest and the early one retires.
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> def near(direction, n):
+    ...     return np.asarray(direction, float) + 0.1 * rng.normal(size=(n, 3))
+    >>> day = 86_400.0
+    >>> model = DecayingCentroids(half_life_s=day, maintenance_every=10)
+    >>> model.learn_many(near([1, 0, 0], 10), t=np.linspace(0, day, 10)).tolist()
+    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+    >>> model.learn_many(near([0, 1, 0], 10), t=np.linspace(0, 8 * day, 10)).tolist()
+    [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]
+    >>> model.learn_many(near([0, 0, 1], 10), t=np.linspace(8 * day, 9 * day, 10)).tolist()
+    [2, 2, 2, 2, 2, 2, 2, 2, 2, 2]
+    >>> model.ids.tolist()
+    [1, 2]
+    >>> [(e.kind, e.cluster_id, e.t / day) for e in model.pop_events()]
+    [('born', 0, 0.0), ('born', 1, 0.0), ('born', 2, 8.0), ('retired', 0, 9.0)]
+    >>> model.predict_one(np.array([0.1, 0.9, 0.0]))
+    1
+    >>> model.weights(9 * day).round(2).tolist()
+    [1.08, 7.25]
+
+    A worker starts from the authority's snapshot, learns, and sends a delta back:
+
+    >>> worker = DecayingCentroids.from_snapshot(model.snapshot(), role="worker")
+    >>> worker.learn_many(near([0, 0, 1], 5), t=9 * day).tolist()
+    [2, 2, 2, 2, 2]
+    >>> model.apply_delta(ClusterDelta.from_bytes(worker.pop_delta().to_bytes()))
+    >>> model.version, model.weights(9 * day).round(2).tolist()
+    (1, [1.08, 12.25])
+
+    References
+    ----------
+    [^1]: Cormode, G., Shkapenyuk, V., Srivastava, D. and Xu, B. (2009).
+          Forward Decay: A Practical Time Decay Model for Streaming Systems. ICDE.
+    [^2]: Aggarwal, C., Han, J., Wang, J. and Yu, P. (2003). A Framework for
+          Clustering Evolving Data Streams (CluStream). VLDB.
+    [^3]: Pal, A. et al. (2020). PinnerSage: Multi-Modal User Embedding
+          Framework for Recommendations at Pinterest. KDD.
+    """
+
+    _PARAM_NAMES: ClassVar[tuple[str, ...]] = (
+        "half_life_s",
+        "k_max",
+        "new_threshold",
+        "merge_threshold",
+        "retire_weight",
+        "chunk_size",
+        "maintenance_every",
+    )
+
+    def __init__(
+        self,
+        half_life_s: float = 3 * 86_400.0,
+        k_max: int = 64,
+        new_threshold: float = 0.45,
+        merge_threshold: float = 0.92,
+        retire_weight: float = 0.05,
+        chunk_size: int = 256,
+        maintenance_every: int = 256,
+        role: Role = "authority",
+        max_events: int = 10_000,
+    ) -> None:
+        if not half_life_s > 0 or not math.isfinite(half_life_s):
+            raise ValueError(f"half_life_s must be a positive number of seconds, got {half_life_s}")
+        if k_max < 1:
+            raise ValueError(f"k_max must be at least 1, got {k_max}")
+        if not -1.0 <= new_threshold < merge_threshold:
+            raise ValueError(
+                "thresholds must satisfy -1 <= new_threshold < merge_threshold, got "
+                f"new_threshold={new_threshold}, merge_threshold={merge_threshold}"
+            )
+        if retire_weight < 0:
+            raise ValueError(f"retire_weight must be >= 0, got {retire_weight}")
+        if chunk_size < 1 or maintenance_every < 1:
+            raise ValueError(
+                f"chunk_size and maintenance_every must be >= 1, got {chunk_size}, "
+                f"{maintenance_every}"
+            )
+        if role not in ("authority", "worker"):
+            raise ValueError(f"role must be 'authority' or 'worker', got {role!r}")
+        self.half_life_s = float(half_life_s)
+        self.k_max = int(k_max)
+        self.new_threshold = float(new_threshold)
+        self.merge_threshold = float(merge_threshold)
+        self.retire_weight = float(retire_weight)
+        self.chunk_size = int(chunk_size)
+        self.maintenance_every = int(maintenance_every)
+        self.role: Role = role
+        self.version = 0
+
+        self._dim: int | None = None
+        self._landmark: float | None = None
+        self._last_t: float | None = None
+        self._next_id = 0
+        self._next_provisional_id = PROVISIONAL_ID_START
+        self._since_maintenance = 0
+        self._events: deque[ClusterEvent] = deque(maxlen=max_events)
+        self._redirects: dict[int, int] = {}
+        self._reset_rows(0)
+        self._reset_pending_counters()
+
+    # ------------------------------------------------------------------ state
+
+    def _reset_rows(self, dim: int) -> None:
+        self._ids = np.empty(0, dtype=np.int64)
+        self._sums = np.empty((0, dim))
+        self._weights = np.empty(0)
+        self._born_t = np.empty(0)
+        self._pending_sums = np.empty((0, dim))
+        self._pending_weights = np.empty(0)
+        self._unit_cache: np.ndarray | None = None
+
+    def _reset_pending_counters(self) -> None:
+        self._pending_points = 0
+        self._pending_t_min: float | None = None
+        self._pending_t_max: float | None = None
+
+    def _ensure_dim(self, dim: int) -> None:
+        if self._dim is None:
+            self._dim = int(dim)
+            self._reset_rows(self._dim)
+        elif dim != self._dim:
+            raise ValueError(
+                f"points have dimension {dim}, this model holds {self._dim}-d clusters"
+            )
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Constructor parameters that travel with a snapshot."""
+        return {name: getattr(self, name) for name in self._PARAM_NAMES}
+
+    @property
+    def dim(self) -> int | None:
+        """Dimension of the vectors, fixed by the first point learned (``None`` before)."""
+        return self._dim
+
+    @property
+    def ids(self) -> np.ndarray:
+        """Live cluster ids, ascending (int64)."""
+        return self._ids.copy()
+
+    @property
+    def n_clusters(self) -> int:
+        return len(self._ids)
+
+    @property
+    def landmark(self) -> float | None:
+        """Event time the stored sums are relative to."""
+        return self._landmark
+
+    @property
+    def last_t(self) -> float | None:
+        """Latest event time learned (or applied from a delta)."""
+        return self._last_t
+
+    def _unit_centroids(self) -> np.ndarray:
+        """Unit centroid directions, float32 ``[K, d]``, cached until the sums change."""
+        if self._unit_cache is None:
+            self._unit_cache = _unit_rows(self._sums).astype(np.float32)
+        return self._unit_cache
+
+    def _move_landmark(self, landmark: float) -> None:
+        assert self._landmark is not None
+        factor = math.exp2((self._landmark - landmark) / self.half_life_s)
+        for array in (self._sums, self._weights, self._pending_sums, self._pending_weights):
+            array *= factor
+        self._landmark = float(landmark)
+        self._unit_cache = None
+
+    def _decay_to(self, t: float) -> float:
+        """Factor turning stored forward-decay units into plain decayed values at ``t``."""
+        assert self._landmark is not None
+        return math.exp2(-(t - self._landmark) / self.half_life_s)
+
+    def weights(self, t: float) -> np.ndarray:
+        """Decayed weight of every live cluster at event time ``t`` (aligned with :attr:`ids`)."""
+        if self._landmark is None:
+            return np.zeros(len(self._ids))
+        return self._weights * self._decay_to(t)
+
+    def centroids(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids, unit centroid directions float32 [K, d])``."""
+        return self._ids.copy(), self._unit_centroids().copy()
+
+    def centroid(self, cluster_id: int) -> np.ndarray | None:
+        """Unit centroid direction (float32) of ``cluster_id``, ``None`` if it is not live."""
+        row = np.searchsorted(self._ids, cluster_id)
+        if row < len(self._ids) and self._ids[row] == cluster_id:
+            return self._unit_centroids()[row].copy()
+        return None
+
+    # ------------------------------------------------------------------ prediction
+
+    def similarities(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids, cosine of every row of X with every centroid, float32 [n, K])``.
+
+        Rows of ``X`` are normalised first; an all-zero row has cosine 0 with everything.
+        """
+        points = check_points(X)
+        if self._dim is not None and points.shape[1] != self._dim:
+            raise ValueError(f"X has dimension {points.shape[1]}, clusters are {self._dim}-d")
+        if not len(self._ids):
+            return self._ids.copy(), np.zeros((len(points), 0), dtype=np.float32)
+        unit = _unit_rows(np.nan_to_num(points.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0))
+        return self._ids.copy(), unit @ self._unit_centroids().T
+
+    def predict_many(self, X: np.ndarray) -> np.ndarray:
+        """Nearest cluster (highest cosine) of every row; ``NO_CLUSTER`` when there is none.
+
+        "None" means the model holds no cluster yet, or the row is all zeros or not finite.
+        """
+        points = check_points(X)
+        labels = np.full(len(points), NO_CLUSTER, dtype=np.int64)
+        if not len(self._ids) or not len(points):
+            return labels
+        _, sims = self.similarities(points)
+        valid = np.all(np.isfinite(points), axis=1) & np.any(points != 0, axis=1)
+        labels[valid] = self._ids[sims[valid].argmax(axis=1)]
+        return labels
+
+    def predict_one(self, x: np.ndarray) -> int | None:
+        """Nearest cluster of ``x`` (``None`` when there is none), learning nothing."""
+        label = int(self.predict_many(np.asarray(x).reshape(1, -1))[0])
+        return None if label == NO_CLUSTER else label
+
+    # ------------------------------------------------------------------ learning
+
+    def learn_one(self, x: np.ndarray, t: float, w: float = 1.0) -> int:
+        """Learn ``x`` seen at event time ``t`` with weight ``w``; return its cluster id."""
+        return int(self.learn_many(np.asarray(x).reshape(1, -1), t, w)[0])
+
+    def learn_many(
+        self, X: np.ndarray, t: np.ndarray | float, w: np.ndarray | float | None = None
+    ) -> np.ndarray:
+        """Learn the rows of ``X`` in order; return the cluster each joined (int64).
+
+        Rows are normalised to unit length; a zero or non-finite row raises ``ValueError``.
+        """
+        points, times, weights = check_learn_inputs(X, t, w)
+        labels = np.empty(len(points), dtype=np.int64)
+        if not len(points):
+            return labels
+        self._ensure_dim(points.shape[1])
+        points = points.astype(np.float64)
+        norms = np.linalg.norm(points, axis=1)
+        bad = ~(np.isfinite(norms) & (norms > 0))
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"row {row} of X is all zeros or not finite; expected a direction")
+        points /= norms[:, None]
+        for start in range(0, len(points), self.chunk_size):
+            stop = start + self.chunk_size
+            labels[start:stop] = self._learn_chunk(
+                points[start:stop], times[start:stop], weights[start:stop]
+            )
+            self._since_maintenance += len(labels[start:stop])
+            if self._since_maintenance >= self.maintenance_every:
+                self._since_maintenance = 0
+                if self.role == "authority":
+                    self._maintain()
+        return labels
+
+    def _new_id(self) -> int:
+        if self.role == "authority":
+            self._next_id += 1
+            return self._next_id - 1
+        self._next_provisional_id += 1
+        return self._next_provisional_id - 1
+
+    def _learn_chunk(self, X: np.ndarray, t: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """Assign and learn one chunk of unit rows ``X``; return the cluster ids."""
+        t_max = float(t.max())
+        if self._landmark is None:
+            self._landmark = float(t.min())
+        elif (t_max - self._landmark) / self.half_life_s > _MAX_EXPONENT:
+            self._move_landmark(t_max)
+        gain = w * np.exp2((t - self._landmark) / self.half_life_s)
+        n_old = len(self._ids)
+        rows = np.full(len(X), -1, dtype=np.int64)
+        sims: np.ndarray | None = None
+        if n_old:
+            sims = X.astype(np.float32) @ self._unit_centroids().T
+            best = sims.argmax(axis=1)
+            near = sims[np.arange(len(X)), best] >= self.new_threshold
+            rows[near] = best[near]
+        else:
+            near = np.zeros(len(X), dtype=bool)
+        far = np.flatnonzero(~near)
+        births: list[tuple[int, float, bool]] = []  # (row, event time, replaces an old row)
+        if far.size:
+            births = self._place_far_points(X, t, gain, far, rows, sims, near)
+
+        # Make room: a replaced row retires and starts afresh; new rows are appended.
+        n_appended = sum(1 for _, _, replaces in births if not replaces)
+        if n_appended:
+            d = X.shape[1]
+            self._ids = np.concatenate([self._ids, np.zeros(n_appended, dtype=np.int64)])
+            self._sums = np.vstack([self._sums, np.zeros((n_appended, d))])
+            self._pending_sums = np.vstack([self._pending_sums, np.zeros((n_appended, d))])
+            self._weights = np.concatenate([self._weights, np.zeros(n_appended)])
+            self._pending_weights = np.concatenate([self._pending_weights, np.zeros(n_appended)])
+            self._born_t = np.concatenate([self._born_t, np.zeros(n_appended)])
+        for row, born_t, replaces in births:
+            if replaces:
+                self._events.append(ClusterEvent("retired", int(self._ids[row]), None, born_t))
+                self._sums[row] = self._pending_sums[row] = 0.0
+                self._weights[row] = self._pending_weights[row] = 0.0
+            self._ids[row] = self._new_id()
+            self._born_t[row] = born_t
+            self._events.append(ClusterEvent("born", int(self._ids[row]), None, born_t))
+
+        # Add every point's forward-decayed contribution, one segment per cluster.
+        order = np.argsort(rows, kind="stable")
+        sorted_rows = rows[order]
+        starts = np.flatnonzero(np.r_[True, sorted_rows[1:] != sorted_rows[:-1]])
+        targets = sorted_rows[starts]
+        sum_increments = np.add.reduceat(X[order] * gain[order, None], starts, axis=0)
+        weight_increments = np.add.reduceat(gain[order], starts)
+        self._sums[targets] += sum_increments
+        self._weights[targets] += weight_increments
+        self._pending_sums[targets] += sum_increments
+        self._pending_weights[targets] += weight_increments
+        self._unit_cache = None
+        labels = self._ids[rows]
+        if any(replaces for _, _, replaces in births):
+            self._sort_rows()  # a replaced slot took a new, larger id: keep ids ascending
+
+        self._last_t = t_max if self._last_t is None else max(self._last_t, t_max)
+        t_min = float(t.min())
+        self._pending_points += len(X)
+        self._pending_t_min = (
+            t_min if self._pending_t_min is None else min(self._pending_t_min, t_min)
+        )
+        self._pending_t_max = (
+            t_max if self._pending_t_max is None else max(self._pending_t_max, t_max)
+        )
+        return labels
+
+    def _place_far_points(
+        self,
+        X: np.ndarray,
+        t: np.ndarray,
+        gain: np.ndarray,
+        far: np.ndarray,
+        rows: np.ndarray,
+        sims: np.ndarray | None,
+        near: np.ndarray,
+    ) -> list[tuple[int, float, bool]]:
+        """Handle, in order, the chunk's points that no centroid holds; fills ``rows`` in place.
+
+        Returns the clusters opened in the chunk as ``(row, birth time, replaces)``:
+        rows from ``len(ids)`` up are to be appended; ``replaces`` marks an
+        existing row whose cluster is replaced at ``k_max``.
+        """
+        n_old = len(self._ids)
+        # Existing rows that took points in this chunk hold fresh evidence: never replace them.
+        protected = np.zeros(n_old, dtype=bool)
+        protected[rows[near]] = True
+        new_sums = np.zeros((len(far), X.shape[1]))
+        new_units = np.zeros((len(far), X.shape[1]))
+        births: list[tuple[int, float, bool]] = []
+        room = max(0, self.k_max - n_old)
+        n_appended = 0
+
+        def join_new(i: int, j: int) -> None:
+            rows[i] = births[j][0]
+            new_sums[j] += gain[i] * X[i]
+            new_units[j] = new_sums[j] / np.linalg.norm(new_sums[j])
+
+        for i in far:
+            m = len(births)
+            new_sims = new_units[:m] @ X[i] if m else None
+            if new_sims is not None and new_sims.max() >= self.new_threshold:
+                join_new(i, int(new_sims.argmax()))
+                continue
+            target, replaces = -1, False
+            if n_appended < room:
+                target = n_old + n_appended
+                n_appended += 1
+            elif self.role == "authority" and n_old:
+                candidates = np.where(protected, np.inf, self._weights)
+                weakest = int(candidates.argmin())
+                if candidates[weakest] < gain[i]:
+                    target, replaces = weakest, True
+                    protected[weakest] = True
+                    if sims is not None:
+                        sims[:, weakest] = -np.inf  # its old centroid no longer exists
+            if target >= 0:
+                births.append((target, float(t[i]), replaces))
+                new_sums[m] = gain[i] * X[i]
+                new_units[m] = X[i]
+                rows[i] = target
+                continue
+            # No room: join the nearest cluster, existing or opened in this chunk.
+            best_old = int(sims[i].argmax()) if sims is not None else -1
+            best_old_sim = float(sims[i, best_old]) if sims is not None else -np.inf
+            if new_sims is not None and float(new_sims.max()) > best_old_sim:
+                join_new(i, int(new_sims.argmax()))
+            else:
+                rows[i] = best_old
+                protected[best_old] = True
+        return births
+
+    def _sort_rows(self) -> None:
+        """Reorder rows by ascending id."""
+        order = np.argsort(self._ids, kind="stable")
+        for name in ("_ids", "_sums", "_weights", "_born_t", "_pending_sums", "_pending_weights"):
+            setattr(self, name, getattr(self, name)[order])
+        self._unit_cache = None
+
+    # ------------------------------------------------------------------ maintenance
+
+    def _remove_rows(self, rows: np.ndarray) -> None:
+        keep = np.ones(len(self._ids), dtype=bool)
+        keep[rows] = False
+        for name in ("_ids", "_sums", "_weights", "_born_t", "_pending_sums", "_pending_weights"):
+            setattr(self, name, getattr(self, name)[keep])
+        self._unit_cache = None
+
+    def _remember_redirect(self, absorbed: int, survivor: int) -> None:
+        for source, target in self._redirects.items():  # keep chains one hop long
+            if target == absorbed:
+                self._redirects[source] = survivor
+        self._redirects[absorbed] = survivor
+        while len(self._redirects) > _MAX_REDIRECTS:
+            del self._redirects[next(iter(self._redirects))]
+
+    def _maintain(self) -> None:
+        """Retire clusters whose weight decayed away; merge near-duplicate centroids."""
+        if self._last_t is None or not len(self._ids):
+            return
+        now = self._last_t
+        dead = np.flatnonzero(self.weights(now) < self.retire_weight)
+        for row in dead:
+            self._events.append(ClusterEvent("retired", int(self._ids[row]), None, now))
+        if dead.size:
+            self._remove_rows(dead)
+        while len(self._ids) >= 2:
+            unit = _unit_rows(self._sums)
+            cosines = unit @ unit.T
+            cosines[np.tril_indices(len(unit))] = -np.inf
+            a, b = np.unravel_index(int(cosines.argmax()), cosines.shape)
+            if cosines[a, b] < self.merge_threshold:
+                break
+            # The heavier cluster survives (ties: the older, smaller id).
+            survivor, absorbed = (a, b) if self._weights[a] >= self._weights[b] else (b, a)
+            self._sums[survivor] += self._sums[absorbed]
+            self._weights[survivor] += self._weights[absorbed]
+            self._pending_sums[survivor] += self._pending_sums[absorbed]
+            self._pending_weights[survivor] += self._pending_weights[absorbed]
+            self._born_t[survivor] = min(self._born_t[survivor], self._born_t[absorbed])
+            absorbed_id, survivor_id = int(self._ids[absorbed]), int(self._ids[survivor])
+            self._events.append(ClusterEvent("merged", absorbed_id, survivor_id, now))
+            self._remember_redirect(absorbed_id, survivor_id)
+            self._remove_rows(np.array([absorbed]))
+
+    def pop_events(self) -> list[ClusterEvent]:
+        """Lifecycle events since the last call, oldest first."""
+        events = list(self._events)
+        self._events.clear()
+        return events
+
+    # ------------------------------------------------------------------ distribution
+
+    def pop_delta(self) -> ClusterDelta:
+        """What this instance learned since the last call, as a :class:`ClusterDelta`.
+
+        The pending increments are then forgotten.
+
+        Increments of clusters with an authority id go out by id; clusters this
+        worker opened (provisional ids) go out as proposals with their full
+        local centroid direction. The local model itself is unchanged.
+        """
+        d = self._dim or 0
+        has = self._pending_weights > 0
+        provisional = self._ids >= PROVISIONAL_ID_START
+        shared, proposed = has & ~provisional, has & provisional
+        delta = ClusterDelta(
+            landmark=self._landmark,
+            half_life_s=self.half_life_s,
+            dim=self._dim,
+            ids=self._ids[shared],
+            sums=self._pending_sums[shared].reshape(-1, d),
+            weights=self._pending_weights[shared],
+            proposal_ids=self._ids[proposed],
+            proposal_centroids=_unit_rows(self._sums[proposed]),
+            proposal_sums=self._pending_sums[proposed].reshape(-1, d),
+            proposal_weights=self._pending_weights[proposed],
+            proposal_born_t=self._born_t[proposed],
+            n_points=self._pending_points,
+            t_min=self._pending_t_min,
+            t_max=self._pending_t_max,
+            base_version=self.version,
+        )
+        self._pending_sums[:] = 0.0
+        self._pending_weights[:] = 0.0
+        self._reset_pending_counters()
+        return delta
+
+    def _resolve(self, cluster_id: int) -> int | None:
+        """Row of ``cluster_id``, following merge redirections; ``None`` if gone."""
+        cluster_id = self._redirects.get(cluster_id, cluster_id)
+        row = int(np.searchsorted(self._ids, cluster_id))
+        if row < len(self._ids) and self._ids[row] == cluster_id:
+            return row
+        return None
+
+    def apply_delta(self, delta: ClusterDelta) -> None:
+        """Merge a worker's delta into this authoritative model, then bump :attr:`version`.
+
+        Increments add to their clusters (following merges). Proposals, and
+        increments for clusters this model no longer has, fold into the live
+        cluster of highest cosine if it reaches ``merge_threshold``, else become
+        new clusters numbered here (at ``k_max``, the same replace-or-join rule
+        as learning). Retirement and merging then run at the latest event time.
+        An empty delta changes nothing, not even the version.
+        """
+        if self.role != "authority":
+            raise ValueError("apply_delta needs role='authority'; this instance is a worker")
+        _check_same_half_life(self.half_life_s, delta.half_life_s, "delta")
+        if delta.is_empty:
+            return
+        if delta.dim is not None:
+            self._ensure_dim(delta.dim)
+        d = self._dim or 0
+        if delta.landmark is not None:
+            if self._landmark is None:
+                self._landmark = delta.landmark
+            elif delta.landmark > self._landmark:
+                self._move_landmark(delta.landmark)
+            delta = delta.rescaled(self._landmark)
+        orphans: list[tuple[np.ndarray, np.ndarray, float, float]] = []
+        born_default = delta.t_min if delta.t_min is not None else (self._last_t or 0.0)
+        for cluster_id, sums, weight in zip(delta.ids, delta.sums, delta.weights, strict=True):
+            row = self._resolve(int(cluster_id))
+            if row is None:
+                orphans.append((_unit_rows(sums[None])[0], sums, float(weight), born_default))
+            else:
+                self._sums[row] += sums
+                self._weights[row] += weight
+        for centroid, sums, weight, born_t in zip(
+            delta.proposal_centroids,  # type: ignore[arg-type]
+            delta.proposal_sums,  # type: ignore[arg-type]
+            delta.proposal_weights,  # type: ignore[arg-type]
+            delta.proposal_born_t,  # type: ignore[arg-type]
+            strict=True,
+        ):
+            orphans.append((centroid, sums, float(weight), float(born_t)))
+        for centroid, sums, weight, born_t in orphans:
+            self._fold_or_open(centroid, sums.reshape(d), weight, born_t)
+        self._unit_cache = None
+        if delta.t_max is not None:
+            self._last_t = delta.t_max if self._last_t is None else max(self._last_t, delta.t_max)
+        self._maintain()
+        self.version += 1
+
+    def _fold_or_open(
+        self, centroid: np.ndarray, sums: np.ndarray, weight: float, t: float
+    ) -> None:
+        """Add a proposal to the live cluster it matches, or open a cluster for it."""
+        if len(self._ids):
+            cosines = _unit_rows(self._sums) @ centroid
+            nearest = int(cosines.argmax())
+            full = len(self._ids) >= self.k_max
+            weakest = int(self._weights.argmin())
+            if cosines[nearest] >= self.merge_threshold or (
+                full and self._weights[weakest] >= weight
+            ):
+                self._sums[nearest] += sums
+                self._weights[nearest] += weight
+                self._unit_cache = None
+                return
+            if full:  # replace the weakest cluster, as when learning
+                self._events.append(ClusterEvent("retired", int(self._ids[weakest]), None, t))
+                self._remove_rows(np.array([weakest]))
+        new_id = self._new_id()
+        self._ids = np.append(self._ids, new_id)
+        self._sums = np.vstack([self._sums, sums[None, :]])
+        self._pending_sums = np.vstack([self._pending_sums, np.zeros((1, len(sums)))])
+        self._weights = np.append(self._weights, weight)
+        self._pending_weights = np.append(self._pending_weights, 0.0)
+        self._born_t = np.append(self._born_t, t)
+        self._events.append(ClusterEvent("born", new_id, None, t))
+        self._unit_cache = None
+
+    def snapshot(self) -> ClusterSnapshot:
+        """The model as the authority publishes it (pending bookkeeping is not included)."""
+        return ClusterSnapshot(
+            version=self.version,
+            ids=self._ids.copy(),
+            sums=self._sums.copy(),
+            weights=self._weights.copy(),
+            born_t=self._born_t.copy(),
+            landmark=self._landmark,
+            next_id=self._next_id,
+            last_t=self._last_t,
+            params=self.params,
+            dim=self._dim,
+            redirect_from=np.array(list(self._redirects.keys()), dtype=np.int64),
+            redirect_to=np.array(list(self._redirects.values()), dtype=np.int64),
+        )
+
+    @classmethod
+    def from_snapshot(
+        cls, snapshot: ClusterSnapshot, role: Role = "authority"
+    ) -> DecayingCentroids:
+        """A model with the snapshot's parameters and state."""
+        model = cls(**snapshot.params, role=role)
+        model.load_snapshot(snapshot)
+        return model
+
+    def load_snapshot(self, snapshot: ClusterSnapshot) -> None:
+        """Adopt the authority's model, keeping this instance's unsent increments.
+
+        The local state becomes the snapshot plus every pending increment
+        (added to its cluster, following the snapshot's merge redirections;
+        increments of clusters the snapshot does not hold stay as local
+        provisional clusters). Pending increments are still sent by the next
+        :meth:`pop_delta`. Parameters other than the half-life stay this
+        instance's own; no lifecycle events are emitted.
+        """
+        _check_same_half_life(self.half_life_s, snapshot.half_life_s, "snapshot")
+        if self._dim is not None and snapshot.dim is not None and snapshot.dim != self._dim:
+            raise ValueError(f"snapshot holds {snapshot.dim}-d clusters, this model {self._dim}-d")
+        has = self._pending_weights > 0
+        pending = [
+            (int(i), s, float(w), float(b), float(self._landmark or 0.0))
+            for i, s, w, b in zip(
+                self._ids[has],
+                self._pending_sums[has],
+                self._pending_weights[has],
+                self._born_t[has],
+                strict=True,
+            )
+        ]
+        self._dim = snapshot.dim if snapshot.dim is not None else self._dim
+        self._reset_rows(self._dim or 0)
+        self._ids = snapshot.ids.copy()
+        self._sums = snapshot.sums.copy()
+        self._weights = snapshot.weights.copy()
+        self._born_t = snapshot.born_t.copy()
+        self._pending_sums = np.zeros_like(self._sums)
+        self._pending_weights = np.zeros_like(self._weights)
+        self._landmark = snapshot.landmark
+        self._next_id = snapshot.next_id
+        self.version = snapshot.version
+        self._redirects = dict(
+            zip(snapshot.redirect_from.tolist(), snapshot.redirect_to.tolist(), strict=True)  # type: ignore[union-attr]
+        )
+        if snapshot.last_t is not None:
+            self._last_t = (
+                snapshot.last_t if self._last_t is None else max(self._last_t, snapshot.last_t)
+            )
+        for cluster_id, sums, weight, born_t, landmark in pending:
+            if self._landmark is None:
+                self._landmark = landmark
+            elif landmark > self._landmark:
+                self._move_landmark(landmark)
+            factor = math.exp2((landmark - self._landmark) / self.half_life_s)
+            sums, weight = sums * factor, weight * factor
+            row = self._resolve(cluster_id)
+            if row is None:
+                keep_id = self.role == "worker" and cluster_id >= PROVISIONAL_ID_START
+                new_id = cluster_id if keep_id else self._new_id()
+                insert = int(np.searchsorted(self._ids, new_id))
+                self._ids = np.insert(self._ids, insert, new_id)
+                self._sums = np.insert(self._sums, insert, 0.0, axis=0)
+                self._pending_sums = np.insert(self._pending_sums, insert, 0.0, axis=0)
+                self._weights = np.insert(self._weights, insert, 0.0)
+                self._pending_weights = np.insert(self._pending_weights, insert, 0.0)
+                self._born_t = np.insert(self._born_t, insert, born_t)
+                row = insert
+            self._sums[row] += sums
+            self._weights[row] += weight
+            self._pending_sums[row] += sums
+            self._pending_weights[row] += weight
+        self._unit_cache = None
+
+    def __repr__(self) -> str:
+        return (
+            f"DecayingCentroids(n_clusters={self.n_clusters}, version={self.version}, "
+            f"role={self.role!r}, half_life_s={self.half_life_s}, k_max={self.k_max})"
+        )

@@ -1,0 +1,310 @@
+"""Collaborative signals as decayed, mergeable counts over item indices.
+
+What other users did is held as forward-decayed sums (see
+:mod:`models.forward_decay`), globally and per interest cluster:
+
+* ``popularity[i]`` — decayed consumption weight of item ``i`` (half-life
+  ``collab_half_life_s``);
+* ``trending[i]`` — the same with the short ``trending_half_life_s``;
+* ``cluster_popularity[c][i]`` — popularity among users currently in cluster ``c``;
+* ``transitions[a][b]`` — how often ``b`` followed ``a`` in a user's stream,
+  counted from each of the user's last ``W`` items with weight ``0.5^(d-1)``
+  for the item ``d`` steps back (a session-kNN style signal), kept as a
+  bounded heavy-hitter row per source item;
+* ``cluster_transitions[(c, a)][b]`` — the same among users of cluster ``c``.
+
+Scores for a user read the transitions from each of the user's last ``m`` items
+with weight ``d^(r)`` for the item ``r`` steps back. All sums add across
+workers: :meth:`CollaborativeCounts.pop_delta` hands out what changed since the
+last call (proportional to the change, not to the state), keyed by item id so
+that workers whose catalogues index items differently can exchange them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from models.forward_decay import ForwardDecay
+from models.successor_counts import SuccessorCounts
+
+__all__ = ["CollaborativeCounts", "CollaborativeDelta"]
+
+
+@dataclass
+class CollaborativeDelta:
+    """Increments since the last delta, keyed by item id, in forward-decay units.
+
+    ``landmark`` / ``trending_landmark`` say which units the sums are in.
+    """
+
+    landmark: float | None
+    trending_landmark: float | None
+    popularity: dict[str, float] = field(default_factory=dict)
+    trending: dict[str, float] = field(default_factory=dict)
+    cluster_popularity: dict[int, dict[str, float]] = field(default_factory=dict)
+    transitions: dict[str, dict[str, float]] = field(default_factory=dict)
+    cluster_transitions: dict[tuple[int, str], dict[str, float]] = field(default_factory=dict)
+
+    def is_empty(self) -> bool:
+        return not (self.popularity or self.trending or self.transitions)
+
+
+class _Growable:
+    """A float64 vector over item indices that grows with the catalogue."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, size: int = 0) -> None:
+        self.values = np.zeros(max(size, 16), np.float64)
+
+    def add(self, index: int, amount: float) -> None:
+        if index >= len(self.values):
+            grown = np.zeros(max(2 * len(self.values), index + 1), np.float64)
+            grown[: len(self.values)] = self.values
+            self.values = grown
+        self.values[index] += amount
+
+    def view(self, n_items: int) -> np.ndarray:
+        """The first ``n_items`` entries (zero-padded when the vector is shorter)."""
+        if len(self.values) >= n_items:
+            return self.values[:n_items]
+        out = np.zeros(n_items, np.float64)
+        out[: len(self.values)] = self.values
+        return out
+
+
+class CollaborativeCounts:
+    """Decayed global and per-cluster popularity and item transitions.
+
+    Parameters
+    ----------
+    half_life_s
+        Half-life of popularity and transition counts, in event-time seconds.
+    trending_half_life_s
+        Half-life of the trending counts.
+    transition_window
+        ``W``: a consumed item counts as a successor of the user's last ``W`` items.
+    transition_capacity
+        Successors kept per item (globally).
+    cluster_transition_capacity
+        Successors kept per (cluster, item).
+
+    Examples
+    --------
+    >>> cc = CollaborativeCounts(half_life_s=100.0, trending_half_life_s=10.0)
+    >>> cc.observe(item=1, previous=[], t=0.0, weight=1.0, cluster=None)
+    >>> cc.observe(item=2, previous=[1], t=1.0, weight=1.0, cluster=7)
+    >>> cc.observe(item=3, previous=[2, 1], t=2.0, weight=1.0, cluster=7)
+    >>> scores = cc.transition_scores([[2, 1]], n_items=4, recency_decay=0.5)
+    >>> np.round(scores[0] / scores[0].max(), 3).tolist()   # item 3 from 2 and from 1
+    [0.0, 0.0, 0.397, 1.0]
+    """
+
+    def __init__(
+        self,
+        *,
+        half_life_s: float = 14 * 86_400.0,
+        trending_half_life_s: float = 86_400.0,
+        transition_window: int = 5,
+        transition_capacity: int = 200,
+        cluster_transition_capacity: int = 50,
+    ) -> None:
+        self.decay = ForwardDecay(half_life_s)
+        self.trending_decay = ForwardDecay(trending_half_life_s)
+        self.transition_window = transition_window
+        self.popularity = _Growable()
+        self.trending = _Growable()
+        self.cluster_popularity: dict[int, _Growable] = {}
+        self.transitions = SuccessorCounts(transition_capacity)
+        self.cluster_transitions = SuccessorCounts(cluster_transition_capacity)
+        self._pending = _Pending()
+
+    # ------------------------------------------------------------------ learn
+    def observe(
+        self,
+        *,
+        item: int,
+        previous: Sequence[int],
+        t: float,
+        weight: float,
+        cluster: int | None,
+    ) -> None:
+        """Count one consumption of ``item`` at event time ``t``.
+
+        ``previous`` are the user's earlier items, most recent first; the item
+        becomes a successor of the first ``transition_window`` of them.
+        """
+        self._maybe_rescale(t)
+        g = self.decay.gain(t) * weight
+        gt = self.trending_decay.gain(t) * weight
+        self.popularity.add(item, g)
+        self.trending.add(item, gt)
+        pending = self._pending
+        pending.popularity[item] = pending.popularity.get(item, 0.0) + g
+        pending.trending[item] = pending.trending.get(item, 0.0) + gt
+        if cluster is not None:
+            vec = self.cluster_popularity.get(cluster)
+            if vec is None:
+                vec = self.cluster_popularity[cluster] = _Growable(len(self.popularity.values))
+            vec.add(item, g)
+            row = pending.cluster_popularity.setdefault(cluster, {})
+            row[item] = row.get(item, 0.0) + g
+        amount = g
+        for source in previous[: self.transition_window]:
+            if source != item:
+                self.transitions.add(source, item, amount)
+                _bump(pending.transitions, source, item, amount)
+                if cluster is not None:
+                    self.cluster_transitions.add((cluster, source), item, amount)
+                    _bump(pending.cluster_transitions, (cluster, source), item, amount)
+            amount *= 0.5
+
+    def forget_cluster(self, cluster: int) -> None:
+        """Drop the per-cluster counts of a retired cluster."""
+        self.cluster_popularity.pop(cluster, None)
+        self.cluster_transitions.drop_sources(
+            [s for s in self.cluster_transitions.sources() if s[0] == cluster]  # type: ignore[index]
+        )
+
+    def _maybe_rescale(self, t: float) -> None:
+        for decay, vectors, rows in (
+            (
+                self.decay,
+                [self.popularity, *self.cluster_popularity.values()],
+                [self.transitions, self.cluster_transitions],
+            ),
+            (self.trending_decay, [self.trending], []),
+        ):
+            if decay.needs_rescale(t):
+                factor = decay.rescale_factor(t)
+                for vec in vectors:
+                    vec.values *= factor
+                for counts in rows:
+                    counts.scale(factor)
+                self._pending.scale(factor, trending=decay is self.trending_decay)
+                decay.landmark = t
+
+    # ------------------------------------------------------------------ score
+    def transition_scores(
+        self,
+        recent: Sequence[Sequence[int]],
+        *,
+        n_items: int,
+        recency_decay: float,
+        clusters: Sequence[int | None] | None = None,
+    ) -> np.ndarray:
+        """Dense ``[B, n_items]`` transition scores for B users.
+
+        Row ``b`` sums the successor rows of ``recent[b]`` (most recent first),
+        the item ``r`` steps back weighted ``recency_decay**r``. With
+        ``clusters`` the per-cluster transitions of each user's cluster are read.
+        """
+        out = np.zeros((len(recent), n_items), np.float64)
+        for b, items in enumerate(recent):
+            cluster = clusters[b] if clusters is not None else None
+            if clusters is not None and cluster is None:
+                continue
+            weight = 1.0
+            for source in items:
+                if clusters is None:
+                    ids, vals = self.transitions.row_arrays(source)
+                else:
+                    ids, vals = self.cluster_transitions.row_arrays((cluster, source))
+                if len(ids):
+                    keep = ids < n_items
+                    np.add.at(out[b], ids[keep], weight * vals[keep])
+                weight *= recency_decay
+        return out
+
+    def popularity_scores(self, n_items: int) -> np.ndarray:
+        return self.popularity.view(n_items)
+
+    def trending_scores(self, n_items: int) -> np.ndarray:
+        return self.trending.view(n_items)
+
+    def cluster_popularity_scores(self, clusters: Sequence[int | None], n_items: int) -> np.ndarray:
+        """Dense ``[B, n_items]`` popularity within each user's cluster (zeros without one)."""
+        out = np.zeros((len(clusters), n_items), np.float64)
+        for b, cluster in enumerate(clusters):
+            vec = self.cluster_popularity.get(cluster) if cluster is not None else None
+            if vec is not None:
+                out[b] = vec.view(n_items)
+        return out
+
+    # ------------------------------------------------------------------ merge
+    def pop_delta(self, item_id_of: Callable[[int], str]) -> CollaborativeDelta:
+        """What changed since the last call, keyed by item id; resets the pending sums."""
+        p, self._pending = self._pending, _Pending()
+        ids = item_id_of
+        return CollaborativeDelta(
+            landmark=self.decay.landmark,
+            trending_landmark=self.trending_decay.landmark,
+            popularity={ids(i): v for i, v in p.popularity.items()},
+            trending={ids(i): v for i, v in p.trending.items()},
+            cluster_popularity={
+                c: {ids(i): v for i, v in row.items()} for c, row in p.cluster_popularity.items()
+            },
+            transitions={
+                ids(s): {ids(i): v for i, v in row.items()} for s, row in p.transitions.items()
+            },
+            cluster_transitions={
+                (c, ids(s)): {ids(i): v for i, v in row.items()}
+                for (c, s), row in p.cluster_transitions.items()
+            },
+        )
+
+    def apply_delta(self, delta: CollaborativeDelta, index_of: Callable[[str], int]) -> None:
+        """Add another worker's delta (not re-exported by :meth:`pop_delta`)."""
+        f = self.decay.convert_from(delta.landmark) if delta.landmark is not None else 1.0
+        ft = (
+            self.trending_decay.convert_from(delta.trending_landmark)
+            if delta.trending_landmark is not None
+            else 1.0
+        )
+        for item_id, v in delta.popularity.items():
+            self.popularity.add(index_of(item_id), v * f)
+        for item_id, v in delta.trending.items():
+            self.trending.add(index_of(item_id), v * ft)
+        for cluster, row in delta.cluster_popularity.items():
+            vec = self.cluster_popularity.setdefault(cluster, _Growable())
+            for item_id, v in row.items():
+                vec.add(index_of(item_id), v * f)
+        for source, row in delta.transitions.items():
+            self.transitions.add_row(index_of(source), {index_of(i): v * f for i, v in row.items()})
+        for (cluster, source), row in delta.cluster_transitions.items():
+            self.cluster_transitions.add_row(
+                (cluster, index_of(source)), {index_of(i): v * f for i, v in row.items()}
+            )
+
+
+def _bump(rows: dict, source: object, item: int, amount: float) -> None:
+    row = rows.get(source)
+    if row is None:
+        row = rows[source] = {}
+    row[item] = row.get(item, 0.0) + amount
+
+
+@dataclass
+class _Pending:
+    popularity: dict[int, float] = field(default_factory=dict)
+    trending: dict[int, float] = field(default_factory=dict)
+    cluster_popularity: dict[int, dict[int, float]] = field(default_factory=dict)
+    transitions: dict[int, dict[int, float]] = field(default_factory=dict)
+    cluster_transitions: dict[tuple[int, int], dict[int, float]] = field(default_factory=dict)
+
+    def scale(self, factor: float, *, trending: bool) -> None:
+        if trending:
+            _scale_map(self.trending, factor)
+            return
+        _scale_map(self.popularity, factor)
+        for rows in (self.cluster_popularity, self.transitions, self.cluster_transitions):
+            for row in rows.values():
+                _scale_map(row, factor)
+
+
+def _scale_map(values: Mapping, factor: float) -> None:
+    for key in values:
+        values[key] *= factor  # type: ignore[index]

@@ -1,0 +1,458 @@
+"""The recommendation engine: one object that learns events and ranks items.
+
+It holds no Kafka code. The Faust agents, the embedded runner, the evaluator
+and the benchmarks all drive the same :class:`Engine` through three calls:
+
+* :meth:`Engine.upsert_items` / :meth:`Engine.delete_item` — the catalogue;
+* :meth:`Engine.learn` — a batch of behaviour events updates the users'
+  windows (RocksDB), the collaborative counts, the interest vectors and the
+  global clusters; one encoder call per batch at most;
+* :meth:`Engine.recommend` — the current top-k of a batch of users, without
+  learning anything (test-then-train evaluation calls this first);
+
+and :meth:`Engine.process` = learn, then one recommendation per event (or per
+user) in the ``driftrec.recommendations`` contract.
+
+Within a batch a user's recommendation reflects all of that batch's events
+(micro-batch semantics). Event time comes from the events; the injectable
+``clock`` only stamps ``emitted_at`` and measures latency.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from models.clustering import DecayingCentroids
+from models.clustering.base import Clusterer
+from models.collaborative import CollaborativeCounts
+from models.contracts import (
+    BehaviourEvent,
+    CatalogItem,
+    ClusterInfo,
+    Recommendation,
+    RecommendedItem,
+)
+from models.facets import user_facets
+from models.interest import interest_weights, pooled_interest, render_sequence
+from models.item_catalog import ItemCatalog, TextEncoderLike
+from models.ranking import BlendWeights, HybridRanker, RankedItem, RankingRequest
+from models.settings import EngineSettings
+from models.state_store import MemoryStore, RocksDictStore, StateStore, WindowStore
+from models.user_window import SeenItems, UserWindow, WindowEntry
+
+__all__ = ["Engine", "UserState"]
+
+_CLUSTER_KEY = "c:"
+_CLUSTER_VALUE = struct.Struct("<q")
+_NO_CLUSTER = -1
+
+
+@dataclass(slots=True)
+class UserState:
+    """Everything the ranker needs about one user, derived from the window."""
+
+    user_id: str
+    window: UserWindow
+    seen: SeenItems
+    interest: np.ndarray | None = None
+    facets: np.ndarray | None = None
+    facet_importance: np.ndarray | None = None
+    cluster: int | None = None
+    previous_cluster: int | None = None
+    cluster_similarity: float | None = None
+    recent: list[int] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class EngineStats:
+    """Counters for metrics and the benchmark's time breakdown (seconds)."""
+
+    events: int = 0
+    batches: int = 0
+    recommendations: int = 0
+    store_s: float = 0.0
+    encoder_s: float = 0.0
+    interest_s: float = 0.0
+    clustering_s: float = 0.0
+    collaborative_s: float = 0.0
+    ranking_s: float = 0.0
+
+
+class Engine:
+    """driftrec's recommendation engine.
+
+    Parameters
+    ----------
+    settings
+        The typed settings object.
+    encoder
+        Text encoder for item texts (local transformers model, cached, or remote).
+    sequence_encoder
+        Encoder for rendered windows in ``sequence`` mode; defaults to ``encoder``.
+        Windows are unique per event, so this one should not be a cache.
+    store
+        Key-value state store holding windows, seen sets and cluster ids.
+    clusterer
+        Global interest clusterer; ``None`` switches clustering off.
+    clock
+        Wall clock for ``emitted_at`` and latency only; never for event time.
+    """
+
+    def __init__(
+        self,
+        settings: EngineSettings,
+        *,
+        encoder: TextEncoderLike,
+        store: StateStore,
+        clusterer: Clusterer | None = None,
+        sequence_encoder: TextEncoderLike | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.encoder = encoder
+        self.sequence_encoder = sequence_encoder or encoder
+        self.store = store
+        self.windows = WindowStore(store, seen_capacity=settings.seen_capacity)
+        self.catalog = ItemCatalog(encoder.dim)
+        self.clusterer = clusterer
+        self.counts = CollaborativeCounts(
+            half_life_s=settings.collab_half_life_s,
+            trending_half_life_s=settings.trending_half_life_s,
+            transition_window=settings.transition_window,
+            transition_capacity=settings.transition_capacity,
+            cluster_transition_capacity=settings.cluster_transition_capacity,
+        )
+        self.ranker = HybridRanker(
+            BlendWeights(
+                content=settings.weight_content,
+                facet=settings.weight_facets,
+                centroid=settings.weight_centroid,
+                transitions=settings.weight_transitions,
+                cluster_transitions=settings.weight_cluster_transitions,
+                cluster_popular=settings.weight_cluster_popularity,
+                trending=settings.weight_trending,
+            ),
+            recency_decay=settings.score_recency_decay,
+            recent_items=settings.score_recent_items,
+        )
+        self.clock = clock
+        self.stats = EngineStats()
+        #: Recent cluster lifecycle events (born / retired / merged), newest last.
+        self.cluster_events: deque = deque(maxlen=10_000)
+        #: Version of the cluster model recommendations are stamped with: bumped here
+        #: whenever the set of clusters changes; a worker adopting the model agent's
+        #: snapshot takes the snapshot's version instead.
+        self.model_version = 0
+
+    # ------------------------------------------------------------- building
+    @classmethod
+    def build(
+        cls,
+        settings: EngineSettings,
+        *,
+        encoder: TextEncoderLike | None = None,
+        in_memory: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> Engine:
+        """An engine wired from settings: RocksDB under ``data_dir`` unless ``in_memory``."""
+        sequence_encoder = None
+        if encoder is None:
+            from models.encoder import TextEncoder
+            from models.vector_cache import CachedEncoder
+
+            sequence_encoder = TextEncoder.from_settings(settings)
+            cache_path = None if in_memory else Path(settings.data_dir) / "vector-cache"
+            encoder = CachedEncoder(sequence_encoder, path=cache_path)
+        store: StateStore
+        if in_memory:
+            store = MemoryStore()
+        else:
+            Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+            store = RocksDictStore(Path(settings.data_dir) / "windows")
+        clusterer = cls.make_clusterer(settings) if settings.clustering else None
+        return cls(
+            settings,
+            encoder=encoder,
+            store=store,
+            clusterer=clusterer,
+            sequence_encoder=sequence_encoder,
+            clock=clock,
+        )
+
+    @staticmethod
+    def make_clusterer(settings: EngineSettings) -> DecayingCentroids:
+        return DecayingCentroids(
+            half_life_s=settings.cluster_half_life_s,
+            k_max=settings.cluster_k_max,
+            new_threshold=settings.cluster_new_threshold,
+            merge_threshold=settings.cluster_merge_threshold,
+            retire_weight=settings.cluster_retire_weight,
+        )
+
+    def close(self) -> None:
+        self.store.close()
+        close = getattr(self.encoder, "close", None)
+        if close is not None:
+            close()
+
+    # ------------------------------------------------------------- catalogue
+    def upsert_items(self, items: Iterable[CatalogItem]) -> int:
+        """Add or update catalogue items; new texts are encoded in one call."""
+        for item in items:
+            self.catalog.upsert(item)
+        return self._encode_pending()
+
+    def delete_item(self, item_id: str) -> bool:
+        return self.catalog.delete(item_id)
+
+    def _encode_pending(self) -> int:
+        started = time.perf_counter()
+        n = self.catalog.encode_pending(self.encoder)
+        self.stats.encoder_s += time.perf_counter() - started
+        return n
+
+    # ------------------------------------------------------------- learning
+    def learn(self, events: Sequence[BehaviourEvent]) -> dict[str, UserState]:
+        """Learn a batch of events (sorted here by event time); returns the users' new state."""
+        if not events:
+            return {}
+        s = self.settings
+        ordered = sorted(events, key=lambda e: e.ts)
+        for event in ordered:
+            self.catalog.reference(event.item_id, text_hint=event.item_text)
+        self._encode_pending()
+
+        users = self._load_users(list(dict.fromkeys(e.user_id for e in ordered)))
+        started = time.perf_counter()
+        for event in ordered:
+            user = users[event.user_id]
+            item = self.catalog.index_of(event.item_id)
+            assert item is not None
+            previous = self._recent_indices(user.window, s.transition_window)
+            user.window.add(
+                WindowEntry(event.item_id, event.ts, event.weight, event.event),
+                max_len=s.window_size,
+                max_age_s=s.window_max_age_s,
+            )
+            user.seen.add(event.item_id)
+            self.counts.observe(
+                item=item,
+                previous=previous,
+                t=event.ts,
+                weight=event.weight if s.collab_weighting == "event" else 1.0,
+                cluster=user.cluster,
+            )
+        self.stats.collaborative_s += time.perf_counter() - started
+
+        states = list(users.values())
+        self._derive(states)
+        if self.clusterer is not None:
+            self._assign_clusters(states)
+        started = time.perf_counter()
+        self.windows.write(
+            windows={u.user_id: u.window for u in states},
+            seen={u.user_id: u.seen for u in states},
+            extra={
+                _CLUSTER_KEY + u.user_id: _CLUSTER_VALUE.pack(
+                    _NO_CLUSTER if u.cluster is None else u.cluster
+                )
+                for u in states
+            },
+        )
+        self.stats.store_s += time.perf_counter() - started
+        self.stats.events += len(events)
+        self.stats.batches += 1
+        return users
+
+    def _load_users(self, user_ids: list[str]) -> dict[str, UserState]:
+        started = time.perf_counter()
+        windows = self.windows.get_windows(user_ids)
+        seen = self.windows.get_seen(user_ids)
+        clusters = self.store.get_many([_CLUSTER_KEY + u for u in user_ids])
+        self.stats.store_s += time.perf_counter() - started
+        users: dict[str, UserState] = {}
+        for user_id, window, seen_items, raw in zip(user_ids, windows, seen, clusters, strict=True):
+            cluster = _CLUSTER_VALUE.unpack(raw)[0] if raw else _NO_CLUSTER
+            cluster = None if cluster == _NO_CLUSTER else cluster
+            users[user_id] = UserState(
+                user_id, window, seen_items, cluster=cluster, previous_cluster=cluster
+            )
+        return users
+
+    def _recent_indices(self, window: UserWindow, m: int) -> list[int]:
+        """Catalogue indices of the window's ``m`` newest items, newest first."""
+        index_of = self.catalog.index_of
+        out = []
+        for entry in window.recent(m):
+            idx = index_of(entry.item_id)
+            if idx is not None:
+                out.append(idx)
+        return out
+
+    def _derive(self, states: Sequence[UserState]) -> None:
+        """Interest vectors, facets and recent items from each user's window."""
+        s = self.settings
+        started = time.perf_counter()
+        vectors = self.catalog.vectors
+        sequences: list[int] = []
+        for u in states:
+            u.recent = self._recent_indices(u.window, max(s.score_recent_items, 1))
+            entries = list(u.window.entries)
+            if not entries:
+                continue
+            idx = np.array([self.catalog.index_of(e.item_id) for e in entries], np.int64)
+            item_vecs = vectors[idx]
+            weights = interest_weights(
+                np.array([e.ts for e in entries]),
+                np.array([e.weight for e in entries]),
+                half_life_s=s.interest_half_life_s,
+                position_decay=s.interest_position_decay,
+            )
+            if s.interest_mode == "pooled":
+                u.interest = pooled_interest(item_vecs, weights).astype(np.float32)
+            else:
+                sequences.append(len(sequences))
+            if s.facets:
+                u.facets, u.facet_importance = user_facets(
+                    item_vecs, weights, max_facets=s.facets, threshold=s.facet_threshold
+                )
+        self.stats.interest_s += time.perf_counter() - started
+        if s.interest_mode == "sequence":
+            with_window = [u for u in states if len(u.window)]
+            texts = [
+                render_sequence(list(u.window.entries), self._text_of_item, max_items=s.window_size)
+                for u in with_window
+            ]
+            started = time.perf_counter()
+            encoded = self.sequence_encoder.encode(texts, max_tokens=s.sequence_max_tokens)
+            self.stats.encoder_s += time.perf_counter() - started
+            for u, vec in zip(with_window, encoded, strict=True):
+                u.interest = vec.astype(np.float32)
+
+    def _text_of_item(self, item_id: str) -> str:
+        idx = self.catalog.index_of(item_id)
+        return self.catalog.text_of(idx) if idx is not None else item_id
+
+    def _assign_clusters(self, states: Sequence[UserState]) -> None:
+        assert self.clusterer is not None
+        with_interest = [u for u in states if u.interest is not None]
+        if not with_interest:
+            return
+        started = time.perf_counter()
+        points = np.stack([u.interest for u in with_interest])  # type: ignore[misc]
+        times = np.array([u.window.newest_ts for u in with_interest], np.float64)
+        labels = self.clusterer.learn_many(points, times)
+        for u, label, point in zip(with_interest, labels.tolist(), points, strict=True):
+            u.cluster = None if label < 0 else int(label)
+            centroid = self.clusterer.centroid(u.cluster) if u.cluster is not None else None
+            u.cluster_similarity = float(np.dot(point, centroid)) if centroid is not None else None
+        changes = self.clusterer.pop_events()
+        if changes:
+            self.model_version += 1
+        for event in changes:
+            self.cluster_events.append(event)
+            if event.kind in ("retired", "merged"):
+                self.counts.forget_cluster(event.cluster_id)
+        self.stats.clustering_s += time.perf_counter() - started
+
+    # ------------------------------------------------------------- ranking
+    def recommend(self, user_ids: Sequence[str], *, k: int | None = None) -> list[list[RankedItem]]:
+        """Current top-k for each user, learning nothing (for test-then-train)."""
+        users = self._load_users(list(dict.fromkeys(user_ids)))
+        states = list(users.values())
+        self._derive(states)
+        return self._rank([users[u] for u in user_ids], k or self.settings.top_k)
+
+    def _rank(self, states: Sequence[UserState], k: int) -> list[list[RankedItem]]:
+        started = time.perf_counter()
+        centroid_of = getattr(self.clusterer, "centroid", None)
+        requests = []
+        for u in states:
+            seen_idx = [self.catalog.index_of(i) for i in u.seen.items()]
+            requests.append(
+                RankingRequest(
+                    interest=u.interest,
+                    facets=u.facets,
+                    facet_importance=u.facet_importance,
+                    cluster=u.cluster,
+                    centroid=(
+                        centroid_of(u.cluster)
+                        if centroid_of is not None and u.cluster is not None
+                        else None
+                    ),
+                    recent=u.recent,
+                    exclude=np.array([i for i in seen_idx if i is not None], np.int64),
+                )
+            )
+        ranked = self.ranker.rank(
+            requests,
+            self.catalog.vectors,
+            self.counts,
+            k=k,
+            recommendable=self.catalog.recommendable,
+        )
+        self.stats.ranking_s += time.perf_counter() - started
+        return ranked
+
+    def process(
+        self, events: Sequence[BehaviourEvent], *, received_at: float | None = None
+    ) -> list[Recommendation]:
+        """Learn a batch, then emit recommendations per event or per user (``emit_per``)."""
+        started = self.clock()
+        users = self.learn(events)
+        if not users:
+            return []
+        if self.settings.emit_per == "user":
+            last: dict[str, BehaviourEvent] = {}
+            for e in sorted(events, key=lambda e: e.ts):
+                last[e.user_id] = e
+            targets = list(last.values())
+        else:
+            targets = list(events)
+        order = list(users)
+        ranked = dict(
+            zip(order, self._rank([users[u] for u in order], self.settings.top_k), strict=True)
+        )
+        emitted_at = self.clock()
+        since = received_at if received_at is not None else started
+        latency_ms = max(0.0, (emitted_at - since) * 1000.0)
+        version = self.model_version
+        recs = []
+        for event in targets:
+            u = users[event.user_id]
+            recs.append(
+                Recommendation(
+                    user_id=event.user_id,
+                    event_id=event.event_id,
+                    ts=event.ts,
+                    emitted_at=emitted_at,
+                    cluster=ClusterInfo(
+                        id=u.cluster,
+                        similarity=(
+                            round(u.cluster_similarity, 6)
+                            if u.cluster_similarity is not None
+                            else None
+                        ),
+                        previous=u.previous_cluster,
+                    ),
+                    items=[
+                        RecommendedItem(
+                            item_id=self.catalog.id_of(r.index),
+                            score=round(r.score, 6),
+                            source=r.source,
+                        )
+                        for r in ranked[event.user_id]
+                    ],
+                    model_version=version,
+                    latency_ms=round(latency_ms, 3),
+                )
+            )
+        self.stats.recommendations += len(recs)
+        return recs

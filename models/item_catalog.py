@@ -1,0 +1,176 @@
+"""The item catalogue: ids ↔ dense indices, texts and the item-vector matrix.
+
+Ranking covers the whole catalogue with one matrix product, so every item
+has a row in ``vectors`` (float32, unit norm). Items referenced by events
+before the catalogue knows them get a *provisional* text (the event's
+``item_text`` or the id) and are re-encoded once their real record arrives.
+Deleted items keep their index (indices are never reused, so collaborative
+counts stay aligned) but are no longer recommended.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from models.contracts import CatalogItem
+
+__all__ = ["ItemCatalog", "TextEncoderLike"]
+
+
+class TextEncoderLike(Protocol):
+    """What the engine needs from an encoder (TextEncoder, CachedEncoder, remote)."""
+
+    dim: int
+    model_version: str
+
+    def encode(self, texts: Sequence[str], *, max_tokens: int | None = None) -> np.ndarray: ...
+
+
+@dataclass(slots=True)
+class _Entry:
+    text: str
+    provisional: bool
+    active: bool
+
+
+class ItemCatalog:
+    """Item ids, texts and vectors, indexed densely for vectorised ranking.
+
+    Parameters
+    ----------
+    dim
+        Vector dimension (the encoder's).
+
+    Examples
+    --------
+    >>> catalog = ItemCatalog(dim=2)
+    >>> catalog.reference("m1", text_hint="Heat (1995)")
+    0
+    >>> catalog.pending_texts()
+    [(0, 'Heat (1995)')]
+    >>> catalog.set_vectors([0], np.array([[3.0, 4.0]]))
+    >>> catalog.vectors[0].tolist(), catalog.pending_texts()
+    ([0.6000000238418579, 0.800000011920929], [])
+    """
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self._index: dict[str, int] = {}
+        self._ids: list[str] = []
+        self._entries: list[_Entry] = []
+        self._vectors = np.zeros((64, dim), np.float32)
+        self._has_vector = np.zeros(64, bool)
+        self._active = np.zeros(64, bool)
+        self._pending: dict[int, str] = {}
+        self.version = 0  #: bumped on every change that alters rankings
+
+    # ----------------------------------------------------------------- lookups
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, item_id: str) -> bool:
+        return item_id in self._index
+
+    def index_of(self, item_id: str) -> int | None:
+        return self._index.get(item_id)
+
+    def id_of(self, index: int) -> str:
+        return self._ids[index]
+
+    def text_of(self, index: int) -> str:
+        return self._entries[index].text
+
+    def is_provisional(self, item_id: str) -> bool:
+        idx = self._index.get(item_id)
+        return idx is not None and self._entries[idx].provisional
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """``[n_items, dim]`` unit vectors (zero rows for items not encoded yet)."""
+        return self._vectors[: len(self._ids)]
+
+    @property
+    def recommendable(self) -> np.ndarray:
+        """``[n_items]`` mask of items that may be recommended (active and encoded)."""
+        n = len(self._ids)
+        return self._active[:n] & self._has_vector[:n]
+
+    # ----------------------------------------------------------------- updates
+    def _add(self, item_id: str, text: str, *, provisional: bool) -> int:
+        idx = len(self._ids)
+        if idx >= len(self._has_vector):
+            cap = 2 * len(self._has_vector)
+            vectors = np.zeros((cap, self.dim), np.float32)
+            vectors[:idx] = self._vectors[:idx]
+            self._vectors = vectors
+            self._has_vector = np.concatenate([self._has_vector, np.zeros(cap - idx, bool)])
+            self._active = np.concatenate([self._active, np.zeros(cap - idx, bool)])
+        self._index[item_id] = idx
+        self._ids.append(item_id)
+        self._entries.append(_Entry(text, provisional, True))
+        self._active[idx] = True
+        self._pending[idx] = text
+        return idx
+
+    def upsert(self, item: CatalogItem) -> int:
+        """Add or update an item from the catalogue topic; returns its index."""
+        text = item.render_text()
+        idx = self._index.get(item.item_id)
+        if idx is None:
+            return self._add(item.item_id, text, provisional=False)
+        entry = self._entries[idx]
+        if entry.text != text or entry.provisional or not entry.active:
+            self._entries[idx] = _Entry(text, False, True)
+            self._active[idx] = True
+            self._pending[idx] = text
+        return idx
+
+    def reference(self, item_id: str, *, text_hint: str | None = None) -> int:
+        """Index of an item an event refers to, adding a provisional entry if unknown."""
+        idx = self._index.get(item_id)
+        if idx is None:
+            return self._add(item_id, text_hint or item_id, provisional=True)
+        entry = self._entries[idx]
+        if entry.provisional and text_hint and entry.text != text_hint and entry.text == item_id:
+            entry.text = text_hint
+            self._pending[idx] = text_hint
+        return idx
+
+    def delete(self, item_id: str) -> bool:
+        """Stop recommending an item (a tombstone on the items topic)."""
+        idx = self._index.get(item_id)
+        if idx is None or not self._active[idx]:
+            return False
+        self._active[idx] = False
+        self._entries[idx].active = False
+        self._pending.pop(idx, None)
+        self.version += 1
+        return True
+
+    def pending_texts(self) -> list[tuple[int, str]]:
+        """Items whose vector must be (re)computed, as ``(index, text)``."""
+        return sorted(self._pending.items())
+
+    def set_vectors(self, indices: Iterable[int], vectors: np.ndarray) -> None:
+        """Store encoder output for ``indices`` (rows are L2-normalised here)."""
+        idx = np.fromiter(indices, np.int64)
+        vecs = np.asarray(vectors, np.float32)
+        norms = np.linalg.norm(vecs, axis=1, keepdims=True)
+        self._vectors[idx] = vecs / np.maximum(norms, 1e-12)
+        self._has_vector[idx] = True
+        for i in idx.tolist():
+            self._pending.pop(i, None)
+        self.version += 1
+
+    def encode_pending(self, encoder: TextEncoderLike) -> int:
+        """Encode every pending item text in one encoder call; returns how many."""
+        pending = self.pending_texts()
+        if not pending:
+            return 0
+        indices, texts = zip(*pending, strict=True)
+        self.set_vectors(indices, encoder.encode(list(texts)))
+        return len(indices)
