@@ -18,9 +18,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/driftrec demo
 
+# The tests talk to a real broker: start it first, stop it after, also on failure.
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q
+	bash deploy/kafka/kafka.sh up
+	$(PY) -m pytest -q; status=$$?; bash deploy/kafka/kafka.sh down; exit $$status
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

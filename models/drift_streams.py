@@ -117,7 +117,8 @@ def drifting_clusters(
     >>> early, late = stream.between(0, 0.5), stream.between(0.75, 1)
     >>> sorted(set(stream.y[early].tolist())) == list(range(20))
     True
-    >>> set(stream.y[late].tolist()) >= set(stream.appeared), set(stream.vanished) & set(stream.y[late].tolist())
+    >>> late_labels = set(stream.y[late].tolist())
+    >>> late_labels >= set(stream.appeared), late_labels & set(stream.vanished)
     (True, set())
     >>> centre = stream.X[stream.y == 0][:200].mean(axis=0)
     >>> cos = stream.X[stream.y == 0][:200] @ (centre / np.linalg.norm(centre))

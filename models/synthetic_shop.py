@@ -7,7 +7,10 @@ follow a typical path (tent → sleeping bag → stove …): after buying an ite
 customer often moves on to the next one, which is what transition counts
 learn. Each customer follows one or two topics; at a known time per customer
 (around ``drift_at`` of the stream) one of those topics is swapped for a new
-one. Event types follow a funnel: views are common, purchases rare.
+one. A few topics *fade* (everyone following them moves on) and a few
+*emerge* (nobody follows them before the drift, and most movers go there), so
+interest clusters should be born and fade as well as shift. Event types
+follow a funnel: views are common, purchases rare.
 """
 
 from __future__ import annotations
@@ -216,6 +219,8 @@ def synthetic_shop(
     n_topics: int = 12,
     drift_at: float = 0.5,
     drift_share: float = 0.6,
+    n_fading: int = 2,
+    n_emerging: int = 2,
     start_ts: float = 1_700_000_000.0,
     span_s: float = 20 * 86_400.0,
     seed: int = 0,
@@ -225,7 +230,8 @@ def synthetic_shop(
 
     Examples
     --------
-    >>> shop = synthetic_shop(n_users=5, items_per_topic=4, events_per_user=10, n_topics=3)
+    >>> shop = synthetic_shop(n_users=5, items_per_topic=4, events_per_user=10, n_topics=3,
+    ...                       n_fading=1, n_emerging=1)
     >>> len(shop.items), len(shop.events)
     (12, 50)
     >>> all(a.ts <= b.ts for a, b in zip(shop.events, shop.events[1:]))
@@ -234,6 +240,11 @@ def synthetic_shop(
     rng = np.random.default_rng(seed)
     weights = event_weights or {"view": 1.0, "click": 2.0, "cart": 3.0, "purchase": 5.0}
     topics = list(TOPICS)[:n_topics]
+    if n_fading + n_emerging >= n_topics:
+        raise ValueError(f"need more than {n_fading + n_emerging} topics, got {n_topics}")
+    fading = set(range(n_fading))
+    emerging = list(range(n_topics - n_emerging, n_topics))
+    steady = list(range(n_topics - n_emerging))
     items: list[CatalogItem] = []
     item_topic: dict[str, str] = {}
     by_topic: dict[str, list[str]] = {}
@@ -268,8 +279,9 @@ def synthetic_shop(
     for u in range(n_users):
         user_id = f"user{u:04d}"
         n_interests = 1 + int(rng.random() < 0.4)
-        interests = list(rng.choice(len(topics), size=n_interests, replace=False))
-        drifts = rng.random() < drift_share
+        interests = [int(t) for t in rng.choice(steady, size=n_interests, replace=False)]
+        interests.sort(key=lambda t: t not in fading)  # a fading interest is the one replaced
+        drifts = rng.random() < drift_share or interests[0] in fading
         drift_time = start_ts + span_s * float(np.clip(rng.normal(drift_at, 0.05), 0.2, 0.8))
         times = np.sort(start_ts + rng.random(events_per_user) * span_s)
         position = {t: int(rng.integers(items_per_topic)) for t in range(len(topics))}
@@ -277,8 +289,11 @@ def synthetic_shop(
         for ts in times:
             if drifts and not drifted and ts >= drift_time:
                 old = interests[0]
-                fresh = [t for t in range(len(topics)) if t not in interests]
-                new = int(rng.choice(fresh))
+                fresh = [t for t in emerging if t not in interests]
+                others = [t for t in steady if t not in interests and t not in fading]
+                if others and (not fresh or rng.random() < 0.3):
+                    fresh = others
+                new = int(rng.choice(fresh or [t for t in range(n_topics) if t not in interests]))
                 interests[0] = new
                 drift_ts[user_id] = (drift_time, topics[old], topics[new])
                 drifted = True

@@ -50,6 +50,8 @@ class DemoReport:
     source_counts: Counter = field(default_factory=Counter)
     size_series: list[tuple[float, dict[int, int]]] = field(default_factory=list)
     samples: dict[str, Recommendation] = field(default_factory=dict)
+    start_ts: float = 0.0
+    drift_band: tuple[float, float] | None = None  #: 10th–90th percentile of drift times
 
     @staticmethod
     def rate(hits: list[int]) -> float:
@@ -104,7 +106,10 @@ def run_demo(
 def _stream(
     engine: Engine, shop: SyntheticShop, *, batch_size: int, progress: bool, out_dir: Path
 ) -> DemoReport:
-    report = DemoReport()
+    report = DemoReport(start_ts=shop.events[0].ts if shop.events else 0.0)
+    if shop.drift_ts:
+        times = [t for t, _, _ in shop.drift_ts.values()]
+        report.drift_band = (float(np.percentile(times, 10)), float(np.percentile(times, 90)))
     shown: dict[str, set[str]] = {}
     user_cluster: dict[str, int | None] = {}
     user_topic: dict[str, str] = {}
@@ -163,12 +168,22 @@ def _stream(
 
 
 class _SampleCollector:
-    """Keeps a drifting user's recommendations just before and well after the drift."""
+    """Keeps one drifting user's last recommendation before and after the drift.
+
+    The user is a drifter with a single topic before the drift (so the change
+    is easy to read), the one with the median drift time among them.
+    """
 
     def __init__(self, shop: SyntheticShop) -> None:
         self.shop = shop
-        drifters = sorted(shop.drift_ts.items(), key=lambda kv: kv[1][0])
-        self.user = drifters[len(drifters) // 2][0] if drifters else None
+        topics_before: dict[str, set[str]] = {}
+        for event, topic in zip(shop.events, shop.event_topic, strict=True):
+            drift = shop.drift_ts.get(event.user_id)
+            if drift is not None and event.ts < drift[0]:
+                topics_before.setdefault(event.user_id, set()).add(topic)
+        single = [u for u, topics in topics_before.items() if len(topics) == 1]
+        drifters = sorted(single or list(shop.drift_ts), key=lambda u: shop.drift_ts[u][0])
+        self.user = drifters[len(drifters) // 2] if drifters else None
         self.picked: dict[str, Recommendation] = {}
 
     def offer(self, rec: Recommendation) -> None:
@@ -236,14 +251,22 @@ def _write(out_dir: Path, report: DemoReport) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    def days(t: float) -> float:
+        return (t - report.start_ts) / 86_400
+
+    def mark_drift(ax) -> None:
+        if report.drift_band is not None:
+            lo, hi = report.drift_band
+            ax.axvspan(days(lo), days(hi), color="grey", alpha=0.15, label="most users drift")
+
     if report.size_series:
-        days0 = report.size_series[0][0]
-        xs = [(t - days0) / 86_400 for t, _ in report.size_series]
+        xs = [days(t) for t, _ in report.size_series]
         ids = sorted({c for _, sizes in report.size_series for c in sizes})
         ys = np.array([[sizes.get(c, 0) for _, sizes in report.size_series] for c in ids])
         fig, ax = plt.subplots(figsize=(9, 4.5))
         if len(ids):
             ax.stackplot(xs, ys, labels=[f"cluster {c}" for c in ids])
+        mark_drift(ax)
         ax.set_xlabel("event time (days)")
         ax.set_ylabel("users in cluster")
         ax.set_title("Interest clusters over time")
@@ -258,7 +281,9 @@ def _write(out_dir: Path, report: DemoReport) -> None:
         window = max(50, len(hits) // 40)
         rolling = np.convolve(hits, np.ones(window) / window, mode="valid")
         fig, ax = plt.subplots(figsize=(9, 4))
-        ax.plot((ts[window - 1 :] - ts[0]) / 86_400, rolling)
+        ax.plot([days(t) for t in ts[window - 1 :]], rolling, label="HR@10")
+        mark_drift(ax)
+        ax.legend(loc="lower right", fontsize=8)
         ax.set_xlabel("event time (days)")
         ax.set_ylabel(f"HR@10 (rolling {window} events)")
         ax.set_title("Did users consume what they were shown next?")

@@ -176,7 +176,7 @@ def test_sequence_mode_encodes_the_rendered_window(tmp_path, minilm_encoder, sho
 def test_users_follow_their_drift_into_new_clusters(tmp_path, minilm_encoder):
     """A user who switches topic moves to the cluster of users of the new topic."""
     drift_shop = synthetic_shop(
-        n_users=60, items_per_topic=16, events_per_user=40, n_topics=4, drift_share=1.0, seed=11
+        n_users=60, items_per_topic=16, events_per_user=40, n_topics=6, drift_share=1.0, seed=11
     )
     engine = _engine(tmp_path, minilm_encoder)
     engine.upsert_items(drift_shop.items)

@@ -229,7 +229,12 @@ class ClusterDelta:
         )
 
     def merge(self, other: ClusterDelta) -> ClusterDelta:
-        """One delta holding both: increments of the same id add, proposals are kept apart."""
+        """One delta holding both: increments of the same id add, proposals are kept apart.
+
+        The result is in canonical order (ids ascending, proposals by birth
+        time), so ``a + b`` and ``b + a`` are the same delta; an empty delta is
+        the identity, and ``base_version`` is the oldest of the non-empty parts'.
+        """
         _check_same_half_life(self.half_life_s, other.half_life_s, "delta")
         if self.dim is not None and other.dim is not None and self.dim != other.dim:
             raise ValueError(f"cannot merge deltas of dimension {self.dim} and {other.dim}")
@@ -273,7 +278,7 @@ class ClusterDelta:
             n_points=a.n_points + b.n_points,
             t_min=min(t_mins) if t_mins else None,
             t_max=max(t_maxs) if t_maxs else None,
-            base_version=min(a.base_version, b.base_version),
+            base_version=_merged_base_version(a, b),
         )
 
     __add__ = merge
@@ -298,6 +303,12 @@ class ClusterDelta:
         """Read :meth:`to_bytes` output; raises ``ValueError`` on anything else."""
         meta, arrays = _decode(data, _DELTA_MAGIC, "cluster delta")
         return cls(**meta, **arrays)
+
+
+def _merged_base_version(a: ClusterDelta, b: ClusterDelta) -> int:
+    """Oldest model version the non-empty parts learned on (empty parts: the newest seen)."""
+    carrying = [x.base_version for x in (a, b) if not x.is_empty]
+    return min(carrying) if carrying else max(a.base_version, b.base_version)
 
 
 def _replace(delta: ClusterDelta, **changes: Any) -> ClusterDelta:
@@ -457,7 +468,9 @@ class DecayingCentroids:
     chunk_size
         Points assigned per matrix product in ``learn_many``.
     maintenance_every
-        Points learned between retirement / merge checks (authority only).
+        Points learned between retirement / merge checks (authority only; the
+        check runs at the end of a ``learn_many`` chunk, so the interval is
+        never shorter than ``chunk_size`` points for large batches).
     role
         ``"authority"`` (default; single process or model agent) or ``"worker"``.
     max_events
@@ -751,7 +764,7 @@ class DecayingCentroids:
         """Assign and learn one chunk of unit rows ``X``; return the cluster ids."""
         t_max = float(t.max())
         if self._landmark is None:
-            self._landmark = float(t.min())
+            self._landmark = t_max  # gains in the first chunk stay <= w
         elif (t_max - self._landmark) / self.half_life_s > _MAX_EXPONENT:
             self._move_landmark(t_max)
         gain = w * np.exp2((t - self._landmark) / self.half_life_s)

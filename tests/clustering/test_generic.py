@@ -135,7 +135,9 @@ def test_predict_does_not_change_the_model(make: Factory) -> None:
     for x in X[:20]:
         model.predict_one(x)
     assert model.predict_many(X).tolist() == first.tolist()
-    assert model.learn_many(X[90:], t[90:]).tolist() == untouched.learn_many(X[90:], t[90:]).tolist()
+    assert (
+        model.learn_many(X[90:], t[90:]).tolist() == untouched.learn_many(X[90:], t[90:]).tolist()
+    )
     assert model.predict_many(X).tolist() == untouched.predict_many(X).tolist()
 
 
