@@ -235,7 +235,7 @@ class Engine:
             user = users[event.user_id]
             item = self.catalog.index_of(event.item_id)
             assert item is not None
-            previous = self._recent_indices(user.window, s.transition_window)
+            previous = self._recent_indices(user.window, s.transition_window, before=event.ts)
             user.window.add(
                 WindowEntry(event.item_id, event.ts, event.weight, event.event),
                 max_len=s.window_size,
@@ -286,14 +286,25 @@ class Engine:
             )
         return users
 
-    def _recent_indices(self, window: UserWindow, m: int) -> list[int]:
-        """Catalogue indices of the window's ``m`` newest items, newest first."""
+    def _recent_indices(
+        self, window: UserWindow, m: int, *, before: float | None = None
+    ) -> list[int]:
+        """Catalogue indices of the window's ``m`` newest items, newest first.
+
+        With ``before``, only items at or before that event time count: a late
+        event is a successor of what preceded it, not of what came after.
+        """
         index_of = self.catalog.index_of
-        out = []
-        for entry in window.recent(m):
+        out: list[int] = []
+        entries = window.entries
+        for entry in reversed(entries) if before is not None else window.recent(m):
+            if before is not None and entry.ts > before:
+                continue
             idx = index_of(entry.item_id)
             if idx is not None:
                 out.append(idx)
+                if len(out) == m:
+                    break
         return out
 
     def _derive(self, states: Sequence[UserState]) -> None:
@@ -301,7 +312,6 @@ class Engine:
         s = self.settings
         started = time.perf_counter()
         vectors = self.catalog.vectors
-        sequences: list[int] = []
         for u in states:
             u.recent = self._recent_indices(u.window, max(s.score_recent_items, 1))
             entries = list(u.window.entries)
@@ -317,8 +327,6 @@ class Engine:
             )
             if s.interest_mode == "pooled":
                 u.interest = pooled_interest(item_vecs, weights).astype(np.float32)
-            else:
-                sequences.append(len(sequences))
             if s.facets:
                 u.facets, u.facet_importance = user_facets(
                     item_vecs, weights, max_facets=s.facets, threshold=s.facet_threshold

@@ -95,6 +95,10 @@ def test_out_of_order_events_are_placed_by_event_time(tmp_path, minilm_encoder, 
     engine.process([_event("u", ids[2], 200.0)])
     window = engine.windows.get_windows(["u"])[0]
     assert [e.item_id for e in window.entries] == [ids[0], ids[2], ids[1]]
+    # the late event follows what preceded it in event time, not what arrived before it
+    index = [engine.catalog.index_of(i) for i in ids[:3]]
+    assert index[2] in engine.counts.transitions.row(index[0])
+    assert index[2] not in engine.counts.transitions.row(index[1])
     engine.close()
 
 
