@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from models.clustering import DecayingCentroids
 from models.clustering.base import Clusterer
@@ -116,6 +117,8 @@ class Engine:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
+        if settings.blas_threads is not None:
+            threadpool_limits(limits=settings.blas_threads, user_api="blas")
         self.encoder = encoder
         self.sequence_encoder = sequence_encoder or encoder
         self.store = store

@@ -31,6 +31,13 @@ class EngineSettings(BaseSettings):
     )
 
     data_dir: Path = Field(Path("./data"), description="Where the RocksDB stores live.")
+    blas_threads: int | None = Field(
+        1,
+        ge=1,
+        description="Threads numpy's BLAS may use (None: library default). The engine's matrix "
+        "products are small; with more threads than free cores OpenBLAS spins and a product "
+        "takes 80x longer, so 1 is the safe default.",
+    )
 
     # --- events -------------------------------------------------------------
     event_weights: dict[str, float] = Field(

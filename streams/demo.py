@@ -83,6 +83,10 @@ def run_demo(
         items_per_topic=items_per_topic,
         seed=seed,
         event_weights=settings.event_weights,
+        # 90 days: long enough after the drift (~day 27) for faded interests' clusters
+        # to decay below the retirement weight at the default 3-day half-life.
+        span_s=90 * 86_400.0,
+        drift_at=0.3,
     )
     console.print(
         f"[bold]driftrec demo[/bold]: {len(shop.items)} items in "
@@ -263,15 +267,18 @@ def _write(out_dir: Path, report: DemoReport) -> None:
         xs = [days(t) for t, _ in report.size_series]
         ids = sorted({c for _, sizes in report.size_series for c in sizes})
         ys = np.array([[sizes.get(c, 0) for _, sizes in report.size_series] for c in ids])
-        fig, ax = plt.subplots(figsize=(9, 4.5))
+        fig, ax = plt.subplots(figsize=(10, 4.5))
         if len(ids):
-            ax.stackplot(xs, ys, labels=[f"cluster {c}" for c in ids])
+            colours = plt.get_cmap("tab20")(np.arange(len(ids)) % 20)
+            ax.stackplot(xs, ys, labels=[f"cluster {c}" for c in ids], colors=colours)
         mark_drift(ax)
         ax.set_xlabel("event time (days)")
         ax.set_ylabel("users in cluster")
         ax.set_title("Interest clusters over time")
-        if len(ids) <= 16:
-            ax.legend(loc="upper left", fontsize=7, ncol=2)
+        if len(ids) <= 40:
+            ax.legend(
+                loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, ncol=1 + len(ids) // 20
+            )
         fig.tight_layout()
         fig.savefig(out_dir / "cluster-sizes.png", dpi=110)
         plt.close(fig)
