@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from models.contracts import BehaviourEvent, CatalogItem
+from models.contracts import BehaviourEvent, CatalogItem, Recommendation
 from models.engine import Engine
 from models.settings import EngineSettings
 from models.synthetic_shop import synthetic_shop
@@ -41,6 +41,7 @@ def test_one_schema_valid_recommendation_per_event(tmp_path, minilm_encoder, sho
     for event in events:
         consumed.setdefault(event.user_id, set()).add(event.item_id)
     for rec in recs:
+        assert Recommendation.model_validate_json(rec.to_json_bytes()) == rec
         body = json.loads(rec.to_json_bytes())
         assert set(body) == {
             "user_id",
