@@ -202,7 +202,7 @@ class CollaborativeCounts:
         the item ``r`` steps back weighted ``recency_decay**r``. With
         ``clusters`` the per-cluster transitions of each user's cluster are read.
         """
-        out = np.zeros((len(recent), n_items), np.float64)
+        rows, cols, vals = [], [], []
         for b, items in enumerate(recent):
             cluster = clusters[b] if clusters is not None else None
             if clusters is not None and cluster is None:
@@ -210,14 +210,21 @@ class CollaborativeCounts:
             weight = 1.0
             for source in items:
                 if clusters is None:
-                    ids, vals = self.transitions.row_arrays(source)
+                    ids, counts = self.transitions.row_arrays(source)
                 else:
-                    ids, vals = self.cluster_transitions.row_arrays((cluster, source))
+                    ids, counts = self.cluster_transitions.row_arrays((cluster, source))
                 if len(ids):
-                    keep = ids < n_items
-                    np.add.at(out[b], ids[keep], weight * vals[keep])
+                    rows.append(np.full(len(ids), b, np.int64))
+                    cols.append(ids)
+                    vals.append(weight * counts)
                 weight *= recency_decay
-        return out
+        size = len(recent) * n_items
+        if not rows:
+            return np.zeros((len(recent), n_items), np.float64)
+        r, c, v = np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
+        keep = c < n_items
+        flat = np.bincount(r[keep] * n_items + c[keep], weights=v[keep], minlength=size)
+        return flat.reshape(len(recent), n_items)
 
     def popularity_scores(self, n_items: int) -> np.ndarray:
         return self.popularity.view(n_items)
