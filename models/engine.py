@@ -310,30 +310,40 @@ class Engine:
                     break
         return out
 
+    def _window_vectors(self, u: UserState) -> tuple[np.ndarray, np.ndarray]:
+        """The window's item vectors ``[n, d]`` and their pooling weights ``[n]``."""
+        s = self.settings
+        entries = u.window.entries
+        idx = np.array([self.catalog.index_of(e.item_id) for e in entries], np.int64)
+        weights = interest_weights(
+            np.array([e.ts for e in entries]),
+            np.array([e.weight for e in entries]),
+            half_life_s=s.interest_half_life_s,
+            position_decay=s.interest_position_decay,
+        )
+        return self.catalog.vectors[idx], weights
+
+    def _derive_facets(self, states: Sequence[UserState]) -> None:
+        """Each user's interest facets (only ranking needs them)."""
+        s = self.settings
+        if not s.facets:
+            return
+        started = time.perf_counter()
+        for u in states:
+            if len(u.window):
+                u.facets, u.facet_importance = user_facets(
+                    *self._window_vectors(u), max_facets=s.facets, threshold=s.facet_threshold
+                )
+        self.stats.interest_s += time.perf_counter() - started
+
     def _derive(self, states: Sequence[UserState]) -> None:
-        """Interest vectors, facets and recent items from each user's window."""
+        """Interest vectors and recent items from each user's window."""
         s = self.settings
         started = time.perf_counter()
-        vectors = self.catalog.vectors
         for u in states:
             u.recent = self._recent_indices(u.window, max(s.score_recent_items, 1))
-            entries = list(u.window.entries)
-            if not entries:
-                continue
-            idx = np.array([self.catalog.index_of(e.item_id) for e in entries], np.int64)
-            item_vecs = vectors[idx]
-            weights = interest_weights(
-                np.array([e.ts for e in entries]),
-                np.array([e.weight for e in entries]),
-                half_life_s=s.interest_half_life_s,
-                position_decay=s.interest_position_decay,
-            )
-            if s.interest_mode == "pooled":
-                u.interest = pooled_interest(item_vecs, weights).astype(np.float32)
-            if s.facets:
-                u.facets, u.facet_importance = user_facets(
-                    item_vecs, weights, max_facets=s.facets, threshold=s.facet_threshold
-                )
+            if len(u.window) and s.interest_mode == "pooled":
+                u.interest = pooled_interest(*self._window_vectors(u)).astype(np.float32)
         self.stats.interest_s += time.perf_counter() - started
         if s.interest_mode == "sequence":
             with_window = [u for u in states if len(u.window)]
@@ -379,6 +389,7 @@ class Engine:
         users = self._load_users(list(dict.fromkeys(user_ids)))
         states = list(users.values())
         self._derive(states)
+        self._derive_facets(states)
         return self._rank([users[u] for u in user_ids], k or self.settings.top_k)
 
     def _rank(self, states: Sequence[UserState], k: int) -> list[list[RankedItem]]:
@@ -428,6 +439,7 @@ class Engine:
         else:
             targets = list(events)
         order = list(users)
+        self._derive_facets(list(users.values()))
         ranked = dict(
             zip(order, self._rank([users[u] for u in order], self.settings.top_k), strict=True)
         )
