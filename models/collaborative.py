@@ -22,6 +22,7 @@ that workers whose catalogues index items differently can exchange them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -38,6 +39,25 @@ class CollaborativeDelta:
     """Increments since the last delta, keyed by item id, in forward-decay units.
 
     ``landmark`` / ``trending_landmark`` say which units the sums are in.
+
+    Workers exchange deltas as bytes (:meth:`to_bytes`): a versioned, compact
+    UTF-8 JSON object whose size is proportional to what changed. Floats are
+    written with ``repr`` precision, so a delta reads back bit for bit.
+
+    Examples
+    --------
+    >>> cc = CollaborativeCounts(half_life_s=100.0, trending_half_life_s=10.0)
+    >>> cc.observe(item=0, previous=[], t=0.0, weight=1.0, cluster=None)
+    >>> cc.observe(item=1, previous=[0], t=100.0, weight=1.0, cluster=3)
+    >>> delta = cc.pop_delta(lambda index: f"m{index}")
+    >>> delta.transitions, delta.cluster_transitions
+    ({'m0': {'m1': 2.0}}, {(3, 'm0'): {'m1': 2.0}})
+    >>> CollaborativeDelta.from_bytes(delta.to_bytes()) == delta
+    True
+    >>> CollaborativeDelta.from_bytes(b'{"format": "something else"}')
+    Traceback (most recent call last):
+    ...
+    ValueError: not a driftrec collaborative delta: format 'something else', expected ...
     """
 
     landmark: float | None
@@ -50,6 +70,57 @@ class CollaborativeDelta:
 
     def is_empty(self) -> bool:
         return not (self.popularity or self.trending or self.transitions)
+
+    def to_bytes(self) -> bytes:
+        """Versioned wire form: compact UTF-8 JSON (tuple keys written as lists)."""
+        record = {
+            "format": _DELTA_FORMAT,
+            "version": _DELTA_VERSION,
+            "landmark": self.landmark,
+            "trending_landmark": self.trending_landmark,
+            "popularity": self.popularity,
+            "trending": self.trending,
+            "cluster_popularity": [[c, row] for c, row in self.cluster_popularity.items()],
+            "transitions": self.transitions,
+            "cluster_transitions": [
+                [c, source, row] for (c, source), row in self.cluster_transitions.items()
+            ],
+        }
+        return json.dumps(record, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> CollaborativeDelta:
+        """Read :meth:`to_bytes` output; raises ``ValueError`` on anything else."""
+        try:
+            record = json.loads(data)
+        except (UnicodeDecodeError, ValueError) as error:
+            raise ValueError(f"not a driftrec collaborative delta: {error}") from None
+        if not isinstance(record, dict) or record.get("format") != _DELTA_FORMAT:
+            found = record.get("format") if isinstance(record, dict) else type(record).__name__
+            raise ValueError(
+                f"not a driftrec collaborative delta: format {found!r}, expected {_DELTA_FORMAT!r}"
+            )
+        if record.get("version") != _DELTA_VERSION:
+            raise ValueError(
+                f"unsupported collaborative delta version {record.get('version')!r}; "
+                f"this driftrec reads version {_DELTA_VERSION}"
+            )
+        try:
+            return cls(
+                landmark=_optional_float(record["landmark"]),
+                trending_landmark=_optional_float(record["trending_landmark"]),
+                popularity=_float_row(record["popularity"]),
+                trending=_float_row(record["trending"]),
+                cluster_popularity={
+                    int(c): _float_row(row) for c, row in record["cluster_popularity"]
+                },
+                transitions={str(s): _float_row(row) for s, row in record["transitions"].items()},
+                cluster_transitions={
+                    (int(c), str(s)): _float_row(row) for c, s, row in record["cluster_transitions"]
+                },
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise ValueError(f"malformed driftrec collaborative delta: {error!r}") from None
 
 
 class _Growable:
@@ -195,11 +266,14 @@ class CollaborativeCounts:
         n_items: int,
         recency_decay: float,
         clusters: Sequence[int | None] | None = None,
+        normalisation: float = 0.0,
     ) -> np.ndarray:
         """Dense ``[B, n_items]`` transition scores for B users.
 
         Row ``b`` sums the successor rows of ``recent[b]`` (most recent first),
-        the item ``r`` steps back weighted ``recency_decay**r``. With
+        the item ``r`` steps back weighted ``recency_decay**r``, each row divided
+        by its total to the power ``normalisation`` (0: raw counts, 1: the
+        empirical P(next | source), so a popular source does not drown the others). With
         ``clusters`` the per-cluster transitions of each user's cluster are read.
         """
         rows, cols, vals = [], [], []
@@ -214,9 +288,10 @@ class CollaborativeCounts:
                 else:
                     ids, counts = self.cluster_transitions.row_arrays((cluster, source))
                 if len(ids):
+                    scale = weight / counts.sum() ** normalisation if normalisation else weight
                     rows.append(np.full(len(ids), b, np.int64))
                     cols.append(ids)
-                    vals.append(weight * counts)
+                    vals.append(scale * counts)
                 weight *= recency_decay
         size = len(recent) * n_items
         if not rows:
@@ -285,6 +360,18 @@ class CollaborativeCounts:
             self.cluster_transitions.add_row(
                 (cluster, index_of(source)), {index_of(i): v * f for i, v in row.items()}
             )
+
+
+_DELTA_FORMAT = "driftrec.collab-delta"
+_DELTA_VERSION = 1
+
+
+def _optional_float(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]
+
+
+def _float_row(row: Mapping[str, object]) -> dict[str, float]:
+    return {str(key): float(value) for key, value in row.items()}  # type: ignore[arg-type]
 
 
 def _bump(rows: dict, source: object, item: int, amount: float) -> None:

@@ -143,6 +143,7 @@ class Engine:
                 trending=settings.weight_trending,
             ),
             recency_decay=settings.score_recency_decay,
+            transition_normalisation=settings.transition_normalisation,
             recent_items=settings.score_recent_items,
         )
         self.clock = clock

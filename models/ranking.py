@@ -162,10 +162,12 @@ class HybridRanker:
         weights: BlendWeights | None = None,
         *,
         recency_decay: float = 0.7,
+        transition_normalisation: float = 0.0,
         recent_items: int = 10,
     ) -> None:
         self.weights = weights or BlendWeights()
         self.recency_decay = recency_decay
+        self.transition_normalisation = transition_normalisation
         self.recent_items = recent_items
 
     def rank(
@@ -244,14 +246,23 @@ class HybridRanker:
         if w.transitions:
             yield (
                 3,
-                counts.transition_scores(recent, n_items=n_items, recency_decay=self.recency_decay),
+                counts.transition_scores(
+                    recent,
+                    n_items=n_items,
+                    recency_decay=self.recency_decay,
+                    normalisation=self.transition_normalisation,
+                ),
             )
         clusters = [r.cluster for r in requests]
         if w.cluster_transitions and any(c is not None for c in clusters):
             yield (
                 4,
                 counts.transition_scores(
-                    recent, n_items=n_items, recency_decay=self.recency_decay, clusters=clusters
+                    recent,
+                    n_items=n_items,
+                    recency_decay=self.recency_decay,
+                    clusters=clusters,
+                    normalisation=self.transition_normalisation,
                 ),
             )
         if w.cluster_popular and any(c is not None for c in clusters):

@@ -106,6 +106,9 @@ class EngineSettings(BaseSettings):
     )
     cluster_transition_capacity: int = Field(50, ge=1)
     score_recent_items: int = Field(10, ge=1, description="m: recent items scored from.")
+    transition_normalisation: float = Field(
+        0.0, ge=0, le=1, description="Divide each source's transitions by its total ** this."
+    )
     score_recency_decay: float = Field(0.7, gt=0, le=1, description="d: weight d^recency.")
     trending_half_life_s: float = Field(1 * DAY_S, gt=0)
 

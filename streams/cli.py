@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from models.settings import EngineSettings
+from streams.eval_cli import eval_command
 
 app = typer.Typer(
     help="driftrec: real-time recommendations that follow drifting interests.",
@@ -93,6 +94,9 @@ def replay(
     finally:
         engine.close()
     console.print(f"wrote {emitted:,} recommendation events to {out}")
+
+
+app.command("eval")(eval_command)
 
 
 def main() -> None:  # pragma: no cover - console entry point
