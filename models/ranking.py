@@ -54,12 +54,12 @@ SOURCES = (
 class BlendWeights:
     """Blend weight of each source (config ``weight_*``)."""
 
-    content: float = 0.15
+    content: float = 0.3
     facet: float = 0.1
     centroid: float = 0.05
     transitions: float = 1.0
-    cluster_transitions: float = 0.5
-    cluster_popular: float = 0.2
+    cluster_transitions: float = 0.2
+    cluster_popular: float = 0.05
     trending: float = 0.1
 
     def of(self, source: str) -> float:

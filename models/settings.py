@@ -96,7 +96,7 @@ class EngineSettings(BaseSettings):
     )
 
     # --- collaborative counts -----------------------------------------------
-    collab_half_life_s: float = Field(14 * DAY_S, gt=0)
+    collab_half_life_s: float = Field(365 * DAY_S, gt=0)
     collab_weighting: Literal["uniform", "event"] = Field(
         "uniform", description="Count each consumption as 1 or by its event weight."
     )
@@ -107,22 +107,25 @@ class EngineSettings(BaseSettings):
     cluster_transition_capacity: int = Field(50, ge=1)
     score_recent_items: int = Field(10, ge=1, description="m: recent items scored from.")
     transition_normalisation: float = Field(
-        0.0, ge=0, le=1, description="Divide each source's transitions by its total ** this."
+        0.5, ge=0, le=1, description="Divide each source's transitions by its total ** this."
     )
     score_recency_decay: float = Field(0.7, gt=0, le=1, description="d: weight d^recency.")
-    trending_half_life_s: float = Field(1 * DAY_S, gt=0)
+    trending_half_life_s: float = Field(30 * DAY_S, gt=0)
 
     # --- ranking ------------------------------------------------------------
+    # Defaults tuned on the first half of ml-latest-small (prequential, every 2nd
+    # event): see docs/evaluation.md. Domains with faster turnover (news) want
+    # shorter collab/trending half-lives.
     emit_per: Literal["event", "user"] = Field(
         "event", description="One recommendation per processed event, or per user per batch."
     )
     top_k: int = Field(10, ge=1, le=1000)
-    weight_content: float = 0.15
+    weight_content: float = 0.3
     weight_facets: float = 0.1
     weight_centroid: float = 0.05
     weight_transitions: float = 1.0
-    weight_cluster_transitions: float = 0.5
-    weight_cluster_popularity: float = 0.2
+    weight_cluster_transitions: float = 0.2
+    weight_cluster_popularity: float = 0.05
     weight_trending: float = 0.1
 
     @field_validator("event_weights")
