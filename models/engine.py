@@ -162,25 +162,37 @@ class Engine:
         settings: EngineSettings,
         *,
         encoder: TextEncoderLike | None = None,
+        store: StateStore | None = None,
+        clusterer: Clusterer | None = None,
         in_memory: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> Engine:
-        """An engine wired from settings: RocksDB under ``data_dir`` unless ``in_memory``."""
+        """An engine wired from settings.
+
+        Defaults: the settings' model behind a vector cache under ``data_dir``,
+        RocksDB under ``data_dir`` (memory with ``in_memory``), and the settings'
+        clusterer when ``clustering`` is on. Pass ``store`` / ``clusterer`` to
+        supply them (a Faust table store, a worker-role clusterer).
+        """
         sequence_encoder = None
         if encoder is None:
             from models.encoder import TextEncoder
             from models.vector_cache import CachedEncoder
 
             sequence_encoder = TextEncoder.from_settings(settings)
-            cache_path = None if in_memory else Path(settings.data_dir) / "vector-cache"
+            cache_path = None
+            if not in_memory:
+                Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+                cache_path = Path(settings.data_dir) / "vector-cache"
             encoder = CachedEncoder(sequence_encoder, path=cache_path)
-        store: StateStore
-        if in_memory:
-            store = MemoryStore()
-        else:
-            Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
-            store = RocksDictStore(Path(settings.data_dir) / "windows")
-        clusterer = cls.make_clusterer(settings) if settings.clustering else None
+        if store is None:
+            if in_memory:
+                store = MemoryStore()
+            else:
+                Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+                store = RocksDictStore(Path(settings.data_dir) / "windows")
+        if clusterer is None and settings.clustering:
+            clusterer = cls.make_clusterer(settings)
         return cls(
             settings,
             encoder=encoder,
@@ -376,7 +388,7 @@ class Engine:
             centroid = self.clusterer.centroid(u.cluster) if u.cluster is not None else None
             u.cluster_similarity = float(np.dot(point, centroid)) if centroid is not None else None
         changes = self.clusterer.pop_events()
-        if changes:
+        if changes and getattr(self.clusterer, "role", "authority") == "authority":
             self.model_version += 1
         for event in changes:
             self.cluster_events.append(event)

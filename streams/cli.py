@@ -10,6 +10,7 @@ from rich.console import Console
 
 from models.settings import EngineSettings
 from streams.eval_cli import eval_command
+from streams.worker_cli import register_worker_commands
 
 app = typer.Typer(
     help="driftrec: real-time recommendations that follow drifting interests.",
@@ -97,6 +98,7 @@ def replay(
 
 
 app.command("eval")(eval_command)
+register_worker_commands(app)
 
 
 def main() -> None:  # pragma: no cover - console entry point

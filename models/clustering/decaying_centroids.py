@@ -964,7 +964,9 @@ class DecayingCentroids:
         worker opened (provisional ids) go out as proposals with their full
         local centroid direction. The local model itself is unchanged.
         """
-        d = self._dim or 0
+        if self._dim is None:  # nothing learned yet: no dimension to shape arrays with
+            return ClusterDelta.empty(self.half_life_s)
+        d = self._dim
         has = self._pending_weights > 0
         provisional = self._ids >= PROVISIONAL_ID_START
         shared, proposed = has & ~provisional, has & provisional

@@ -1,0 +1,852 @@
+"""The worker's agents: small loops that move records between Kafka and the engine.
+
+Each agent is an ``async for`` over a Faust stream (or, for the topics every
+worker must read in full, a :class:`BroadcastReader`) that does the I/O and
+hands the work to a plain method of :class:`WorkerRuntime`:
+
+* :func:`events_agent` — ``events`` → :meth:`WorkerRuntime.process_events`
+  (one ``Engine.process`` per batch) → ``recommendations`` (through a
+  :class:`BatchPublisher`: one Kafka record batch per partition) and
+  ``dead-letters``;
+* :func:`items_agent` — ``items`` → :meth:`WorkerRuntime.encode_items` (one
+  encoder call per batch) → ``item-vectors``;
+* :func:`model_agent` — ``cluster-deltas`` (one partition, so one owner) →
+  :meth:`WorkerRuntime.merge_cluster_deltas` → ``cluster-model``;
+* :func:`ship_deltas` (a timer) — the clusterer's and the collaborative
+  counts' deltas → ``cluster-deltas`` and ``collab-deltas``;
+* broadcast readers of ``item-vectors``, ``cluster-model`` and
+  ``collab-deltas`` → :meth:`WorkerRuntime.apply_item_vector`,
+  :meth:`WorkerRuntime.apply_cluster_snapshot`,
+  :meth:`WorkerRuntime.apply_collab_delta`.
+
+The engine never awaits Kafka and all of this runs on the worker's event loop,
+so engine calls never overlap. :mod:`streams.topology` wires these together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from functools import reduce
+from typing import Any
+
+import numpy as np
+from aiokafka.partitioner import murmur2
+
+from models.clustering.decaying_centroids import (
+    ClusterDelta,
+    ClusterSnapshot,
+    DecayingCentroids,
+)
+from models.collaborative import CollaborativeDelta
+from models.contracts import BehaviourEvent, CatalogItem, EventParser, Recommendation, RecordError
+from models.engine import Engine
+from streams.dead_letters import DeadLetter, DeadLetterSink
+from streams.metrics import WorkerMetrics
+from streams.settings import WorkerSettings
+from streams.table_store import FaustTableStore
+
+__all__ = [
+    "BatchPublisher",
+    "BroadcastReader",
+    "EventsOutcome",
+    "ItemsOutcome",
+    "WorkerRuntime",
+    "decode_item_vector",
+    "encode_item_vector",
+    "events_agent",
+    "items_agent",
+    "model_agent",
+    "ship_deltas",
+    "topic_partitions",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Header naming the worker that emitted a recommendation (outside the JSON contract).
+WORKER_HEADER = "driftrec-worker"
+#: Key of the one record of the compacted cluster-model topic.
+CLUSTER_MODEL_KEY = b"model"
+
+
+# --------------------------------------------------------------------------- item vectors
+
+
+def encode_item_vector(item: CatalogItem, vector: np.ndarray, *, encoder: str) -> bytes:
+    """The ``item-vectors`` value of an item: its record, its vector (base64 float32) and encoder.
+
+    >>> item = CatalogItem(item_id="m1", title="Heat (1995)", tags=["Crime"])
+    >>> value = encode_item_vector(item, np.array([0.6, 0.8]), encoder="minilm")
+    >>> decoded, vector, encoder = decode_item_vector(value, EventParser({"view": 1.0}))
+    >>> decoded == item, vector.tolist(), encoder
+    (True, [0.6000000238418579, 0.800000011920929], 'minilm')
+    """
+    little = np.ascontiguousarray(vector, dtype="<f4").reshape(-1)
+    record = {
+        "item": json.loads(item.to_json_bytes()),
+        "dim": int(little.shape[0]),
+        "encoder": encoder,
+        "vector": base64.b64encode(little.tobytes()).decode("ascii"),
+    }
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def decode_item_vector(
+    value: bytes, parser: EventParser, *, key: bytes | None = None
+) -> tuple[CatalogItem, np.ndarray, str]:
+    """``(item, vector, encoder)`` of an ``item-vectors`` value; ``RecordError`` if malformed."""
+    try:
+        record = json.loads(value)
+    except (UnicodeDecodeError, ValueError) as error:
+        raise RecordError("record", f"invalid item-vectors JSON: {error}") from None
+    if not isinstance(record, dict):
+        raise RecordError("record", "expected an item-vectors JSON object")
+    if not isinstance(record.get("item"), dict):
+        raise RecordError("item", "missing (expected the catalogue record as an object)")
+    item = parser.parse_item(record["item"], key=key)
+    if item is None:  # pragma: no cover - parse_item returns None only for a null record
+        raise RecordError("item", "expected the catalogue record, got null")
+    encoder, dim, encoded = record.get("encoder"), record.get("dim"), record.get("vector")
+    if not isinstance(encoder, str) or not isinstance(dim, int) or not isinstance(encoded, str):
+        raise RecordError("vector", "expected string 'encoder', integer 'dim', base64 'vector'")
+    try:
+        raw = base64.b64decode(encoded, validate=True)
+    except ValueError:
+        raise RecordError("vector", "not valid base64") from None
+    if len(raw) != 4 * dim:
+        raise RecordError("vector", f"{len(raw)} bytes, expected {dim} float32 values")
+    vector = np.frombuffer(raw, dtype="<f4").astype(np.float32)
+    if not np.isfinite(vector).all():
+        raise RecordError("vector", "holds NaN or infinite values")
+    return item, vector, encoder
+
+
+# --------------------------------------------------------------------------- outcomes
+
+
+@dataclass
+class EventsOutcome:
+    """What one events batch produced: recommendations and the dead letters."""
+
+    recommendations: list[Recommendation] = field(default_factory=list)
+    #: Kafka timestamp (s) of the event each recommendation answers (end-to-end latency).
+    source_timestamps: list[float | None] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+
+@dataclass
+class ItemsOutcome:
+    """What one items batch produced: ``item-vectors`` records (None deletes) and dead letters."""
+
+    vector_records: list[tuple[bytes, bytes | None]] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- runtime
+
+
+class WorkerRuntime:
+    """The engine of one worker and everything its agents do with it, without any I/O.
+
+    Parameters
+    ----------
+    settings
+        The worker's settings.
+    engine
+        The engine; its clusterer must have ``role="worker"`` (the cluster model
+        is owned by the model agent) and its store must be ``window_store``.
+    window_store
+        The Faust-table state store the engine writes windows to.
+    metrics
+        Where counters and histograms go.
+    clock
+        Wall clock (dead letters' ``failed_at``, latency); the engine's event time
+        always comes from the events.
+
+    Attributes
+    ----------
+    incarnation
+        ``<worker id>/<random>``: the key of this process's deltas, so that it
+        skips its own deltas but, after a restart, replays its former self's.
+    model_version
+        Version of the last cluster snapshot adopted (0 before the first one);
+        every recommendation is stamped with it.
+    """
+
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        engine: Engine,
+        *,
+        window_store: FaustTableStore,
+        metrics: WorkerMetrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not isinstance(engine.clusterer, DecayingCentroids | None):
+            raise TypeError("a worker's engine needs a DecayingCentroids clusterer (or none)")
+        if engine.clusterer is not None and engine.clusterer.role != "worker":
+            raise ValueError("a worker's clusterer must have role='worker'")
+        self.settings = settings
+        self.engine = engine
+        self.parser = EventParser.from_settings(settings)
+        self.window_store = window_store
+        self.metrics = metrics
+        self.clock = clock
+        self.worker_id = settings.resolved_worker_id
+        self.incarnation = f"{self.worker_id}/{uuid.uuid4().hex[:12]}"
+        self.model_version = 0
+        self.latest_snapshot: ClusterSnapshot | None = None
+        self.authority: DecayingCentroids | None = None
+        self.catalog_loaded = asyncio.Event()
+        self.model_loaded = asyncio.Event()
+        self.counts_loaded = asyncio.Event()
+        #: Last processed offset of each events partition (consumer lag).
+        self.last_offsets: dict[int, int] = {}
+        self._encoder_s = engine.stats.encoder_s
+
+    # ------------------------------------------------------------------ readiness
+    @property
+    def ready(self) -> bool:
+        """Whether the catalogue, the cluster model and the counts have caught up."""
+        return all(e.is_set() for e in (self.catalog_loaded, self.model_loaded, self.counts_loaded))
+
+    async def wait_ready(self) -> None:
+        await self.catalog_loaded.wait()
+        await self.model_loaded.wait()
+        await self.counts_loaded.wait()
+
+    def _dead_letter(self, message: Any, error: BaseException) -> DeadLetter:
+        return DeadLetter.from_message(
+            message,
+            error,
+            worker_id=self.worker_id,
+            failed_at=self.clock(),
+            payload_limit=self.settings.dead_letter_payload_limit,
+        )
+
+    def broadcast_dead_letters(
+        self, failures: Sequence[tuple[Any, BaseException]]
+    ) -> list[DeadLetter]:
+        """Dead letters of records a broadcast reader could not apply (aiokafka records)."""
+        return [
+            DeadLetter.from_record(
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                timestamp=None if record.timestamp is None else record.timestamp / 1000.0,
+                key=record.key,
+                value=record.value,
+                error=error,
+                worker_id=self.worker_id,
+                failed_at=self.clock(),
+                payload_limit=self.settings.dead_letter_payload_limit,
+            )
+            for record, error in failures
+        ]
+
+    # ------------------------------------------------------------------ events
+    def parse_events(
+        self, batch: Sequence[Any]
+    ) -> tuple[list[BehaviourEvent], list[Any], list[DeadLetter]]:
+        """Valid events with their Faust events, and dead letters for the rest."""
+        valid: list[BehaviourEvent] = []
+        sources: list[Any] = []
+        letters: list[DeadLetter] = []
+        for event in batch:
+            message = event.message
+            try:
+                parsed = self.parser.parse_event(message.value)
+                _check_user_key(message.key, parsed.user_id)
+            except RecordError as error:
+                letters.append(self._dead_letter(message, error))
+                continue
+            valid.append(parsed)
+            sources.append(event)
+        return valid, sources, letters
+
+    def process_events(self, batch: Sequence[Any]) -> EventsOutcome:
+        """Parse a batch of Faust events, run the engine once, return what to publish.
+
+        A batch the engine fails on is retried event by event, so only the
+        events that fail on their own become dead letters (what the failed
+        batch call had already learned may then count twice).
+        """
+        received_at = self.clock()
+        self.metrics.events_in.inc(len(batch))
+        for event in batch:
+            self.last_offsets[event.message.partition] = event.message.offset
+        valid, sources, letters = self.parse_events(batch)
+        outcome = EventsOutcome(dead_letters=letters)
+        if not valid:
+            return outcome
+        owners = {e.user_id: source for e, source in zip(valid, sources, strict=True)}
+        started = time.perf_counter()
+        with self.window_store.owners(owners):
+            try:
+                recommendations = self.engine.process(valid, received_at=received_at)
+            except Exception:
+                logger.exception(
+                    "engine failed on a batch of %d events; retrying one by one", len(valid)
+                )
+                recommendations = []
+                for event, source in zip(valid, sources, strict=True):
+                    try:
+                        recommendations += self.engine.process([event], received_at=received_at)
+                    except Exception as error:
+                        outcome.dead_letters.append(self._dead_letter(source.message, error))
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        timestamp_of = {e.user_id: s.message.timestamp for e, s in zip(valid, sources, strict=True)}
+        if self.settings.emit_per == "event" and len(recommendations) == len(valid):
+            outcome.source_timestamps = [s.message.timestamp for s in sources]
+        else:
+            outcome.source_timestamps = [timestamp_of.get(r.user_id) for r in recommendations]
+        outcome.recommendations = recommendations
+        self.metrics.events_processed.inc(len(valid))
+        self.metrics.batch_size.observe(len(valid))
+        self._observe_encoder()
+        self._observe_model()
+        return outcome
+
+    def observe_sent(self, outcome: EventsOutcome) -> None:
+        """Count what was published and the end-to-end latency of each recommendation."""
+        now = self.clock()
+        self.metrics.recommendations_out.inc(len(outcome.recommendations))
+        for timestamp in outcome.source_timestamps:
+            if timestamp is not None:
+                self.metrics.end_to_end_seconds.observe(max(0.0, now - timestamp))
+
+    # ------------------------------------------------------------------ items
+    def encode_items(self, batch: Sequence[Any]) -> ItemsOutcome:
+        """Parse catalogue records, encode the new texts in one call, return item-vector records."""
+        outcome = ItemsOutcome()
+        latest: dict[str, tuple[CatalogItem | None, Any]] = {}
+        for event in batch:
+            message = event.message
+            try:
+                item = self.parser.parse_item(message.value, key=message.key)
+            except RecordError as error:
+                outcome.dead_letters.append(self._dead_letter(message, error))
+                continue
+            item_id = item.item_id if item is not None else bytes(message.key).decode("utf-8")
+            latest.pop(item_id, None)  # keep the last record of an item, in arrival order
+            latest[item_id] = (item, message)
+        upserts = [(item, message) for item, message in latest.values() if item is not None]
+        encoder = self.engine.encoder
+        vectors: list[np.ndarray | None] = []
+        if upserts:
+            texts = [item.render_text() for item, _ in upserts]
+            started = time.perf_counter()
+            try:
+                vectors = list(encoder.encode(texts))
+            except Exception:
+                logger.exception("encoder failed on %d items; retrying one by one", len(texts))
+                vectors = []
+                for text, (_, message) in zip(texts, upserts, strict=True):
+                    try:
+                        vectors.append(encoder.encode([text])[0])
+                    except Exception as error:
+                        outcome.dead_letters.append(self._dead_letter(message, error))
+                        vectors.append(None)
+            self.metrics.encoder_seconds.observe(time.perf_counter() - started)
+        vector_of = {
+            item.item_id: vector for (item, _), vector in zip(upserts, vectors, strict=True)
+        }
+        for item_id, (item, _) in latest.items():
+            if item is None:
+                outcome.vector_records.append((item_id.encode("utf-8"), None))
+            elif (vector := vector_of.get(item_id)) is not None:
+                value = encode_item_vector(item, vector, encoder=encoder.model_version)
+                outcome.vector_records.append((item_id.encode("utf-8"), value))
+        self.metrics.items_encoded.inc(len([v for v in vectors if v is not None]))
+        return outcome
+
+    def apply_item_vector(self, key: bytes | None, value: bytes | None) -> None:
+        """Adopt one ``item-vectors`` record into the catalogue (a null value deletes)."""
+        catalog = self.engine.catalog
+        if value is None:
+            if key is None:
+                raise RecordError("key", "a null item-vectors value needs the item's key")
+            self.engine.delete_item(bytes(key).decode("utf-8"))
+        else:
+            item, vector, encoder = decode_item_vector(value, self.parser, key=key)
+            if encoder != self.engine.encoder.model_version or vector.shape[0] != catalog.dim:
+                # Another encoder made this vector: encode the text with ours instead.
+                self.engine.upsert_items([item])
+            else:
+                index = catalog.upsert(item)
+                catalog.set_vectors([index], vector[None, :])
+        self.metrics.item_vectors_applied.inc()
+        self.metrics.catalog_items.set(int(catalog.recommendable.sum()))
+
+    # ------------------------------------------------------------------ cluster model
+    def pop_deltas(self) -> tuple[bytes | None, bytes | None]:
+        """This worker's clusterer and counts deltas since the last call (None when empty)."""
+        cluster_bytes = collab_bytes = None
+        clusterer = self.engine.clusterer
+        if clusterer is not None:
+            delta = clusterer.pop_delta()
+            if not delta.is_empty:
+                cluster_bytes = delta.to_bytes()
+        counts_delta = self.engine.counts.pop_delta(self.engine.catalog.id_of)
+        if not counts_delta.is_empty():
+            collab_bytes = counts_delta.to_bytes()
+        return cluster_bytes, collab_bytes
+
+    def merge_cluster_deltas(self, batch: Sequence[Any]) -> tuple[bytes | None, list[DeadLetter]]:
+        """Merge workers' deltas into the authoritative model; its new snapshot, if it changed."""
+        letters: list[DeadLetter] = []
+        deltas: list[ClusterDelta] = []
+        for event in batch:
+            try:
+                deltas.append(ClusterDelta.from_bytes(event.message.value or b""))
+            except ValueError as error:
+                letters.append(self._dead_letter(event.message, error))
+        if not deltas:
+            return None, letters
+        authority = self._authority()
+        try:
+            authority.apply_delta(reduce(ClusterDelta.merge, deltas))
+        except ValueError as error:  # e.g. a worker configured with another half-life
+            letters += [self._dead_letter(event.message, error) for event in batch]
+            return None, letters
+        authority.pop_events()
+        self.metrics.deltas_applied.labels(kind="cluster").inc(len(deltas))
+        return authority.snapshot().to_bytes(), letters
+
+    def _authority(self) -> DecayingCentroids:
+        """The authoritative model, (re)started from the newest snapshot when that is newer."""
+        snapshot = self.latest_snapshot
+        stale = snapshot is not None and (
+            self.authority is None or snapshot.version > self.authority.version
+        )
+        if stale:
+            assert snapshot is not None
+            self.authority = DecayingCentroids.from_snapshot(snapshot, role="authority")
+        elif self.authority is None:
+            clusterer = self.engine.clusterer
+            assert clusterer is not None, "the model agent runs only with clustering on"
+            self.authority = DecayingCentroids(**clusterer.params, role="authority")
+        return self.authority
+
+    def apply_cluster_snapshot(self, value: bytes | None) -> bool:
+        """Adopt a newer published snapshot; returns whether it was adopted."""
+        if value is None:
+            return False
+        snapshot = ClusterSnapshot.from_bytes(value)
+        if self.latest_snapshot is not None and snapshot.version <= self.latest_snapshot.version:
+            return False
+        self.latest_snapshot = snapshot
+        clusterer = self.engine.clusterer
+        if clusterer is not None:
+            before = set(clusterer.ids.tolist())
+            clusterer.load_snapshot(snapshot)
+            for gone in before - set(clusterer.ids.tolist()):
+                self.engine.counts.forget_cluster(gone)
+        self.model_version = snapshot.version
+        self.engine.model_version = snapshot.version
+        self._observe_model()
+        return True
+
+    # ------------------------------------------------------------------ counts
+    def apply_collab_delta(self, key: bytes | None, value: bytes | None) -> bool:
+        """Add another worker's counts delta (own deltas are skipped); whether it was applied."""
+        if key is not None and bytes(key) == self.incarnation.encode("utf-8"):
+            return False
+        delta = CollaborativeDelta.from_bytes(value or b"")
+        reference = self.engine.catalog.reference
+        self.engine.counts.apply_delta(delta, lambda item_id: reference(item_id))
+        self.metrics.deltas_applied.labels(kind="collab").inc()
+        return True
+
+    # ------------------------------------------------------------------ state views
+    def describe(self) -> dict[str, Any]:
+        """A JSON-ready summary of this worker's state (the ``/state`` view)."""
+        clusterer = self.engine.clusterer
+        catalog = self.engine.catalog
+        return {
+            "worker_id": self.worker_id,
+            "incarnation": self.incarnation,
+            "ready": self.ready,
+            "catalog_loaded": self.catalog_loaded.is_set(),
+            "model_loaded": self.model_loaded.is_set(),
+            "counts_loaded": self.counts_loaded.is_set(),
+            "model_version": self.model_version,
+            "clusters": [] if clusterer is None else clusterer.ids.tolist(),
+            "items": len(catalog),
+            "recommendable_items": int(catalog.recommendable.sum()),
+            "events_processed": self.engine.stats.events,
+            "owns_model": self.authority is not None,
+        }
+
+    def decayed_counts(self, at: float) -> dict[str, Any]:
+        """Popularity, trending and transitions by item id, decayed to event time ``at``."""
+        counts, catalog = self.engine.counts, self.engine.catalog
+        n = len(catalog)
+        ids = [catalog.id_of(i) for i in range(n)]
+        scale = counts.decay.to_decayed(1.0, at)
+        trending_scale = counts.trending_decay.to_decayed(1.0, at)
+        popularity = counts.popularity_scores(n) * scale
+        trending = counts.trending_scores(n) * trending_scale
+        transitions: dict[str, dict[str, float]] = {}
+        for source in range(n):
+            successors, values = counts.transitions.row_arrays(source)
+            if len(successors):
+                transitions[ids[source]] = {
+                    ids[int(s)]: float(v) * scale
+                    for s, v in zip(successors, values, strict=True)
+                    if int(s) < n
+                }
+        return {
+            "at": at,
+            "popularity": {ids[i]: float(v) for i, v in enumerate(popularity) if v},
+            "trending": {ids[i]: float(v) for i, v in enumerate(trending) if v},
+            "transitions": transitions,
+        }
+
+    def item_info(self, item_id: str) -> dict[str, Any] | None:
+        """What this worker's catalogue holds for an item (the ``/state/item`` view)."""
+        catalog = self.engine.catalog
+        index = catalog.index_of(item_id)
+        if index is None:
+            return None
+        return {
+            "item_id": item_id,
+            "text": catalog.text_of(index),
+            "provisional": catalog.is_provisional(item_id),
+            "recommendable": bool(catalog.recommendable[index]),
+        }
+
+    # ------------------------------------------------------------------ metrics
+    def _observe_encoder(self) -> None:
+        spent = self.engine.stats.encoder_s - self._encoder_s
+        self._encoder_s = self.engine.stats.encoder_s
+        if spent > 0:
+            self.metrics.encoder_seconds.observe(spent)
+
+    def _observe_model(self) -> None:
+        clusterer = self.engine.clusterer
+        self.metrics.model_version.set(self.model_version)
+        self.metrics.clusters.set(0 if clusterer is None else clusterer.n_clusters)
+
+
+def _check_user_key(key: bytes | None, user_id: str) -> None:
+    """Events are keyed by user id, so that one partition (one worker) owns each user."""
+    if key is None:
+        raise RecordError("key", f"missing; events must be keyed by their user_id {user_id!r}")
+    if bytes(key) != user_id.encode("utf-8"):
+        shown = bytes(key)[:60].decode("utf-8", "replace")
+        raise RecordError(
+            "key",
+            f"{shown!r} differs from user_id {user_id!r}; events must be keyed by user_id so "
+            "that one worker owns each user's window",
+        )
+
+
+# --------------------------------------------------------------------------- agents
+
+
+async def events_agent(
+    stream: Any,
+    runtime: WorkerRuntime,
+    recommendations: BatchPublisher,
+    dead_letters: DeadLetterSink,
+) -> None:
+    """``events`` → engine → ``recommendations`` (keyed by user) and ``dead-letters``.
+
+    The batch's events are acknowledged (and their offsets later committed)
+    only once the broker has taken its recommendations: at-least-once.
+    """
+    settings = runtime.settings
+    topic = settings.topic("recommendations")
+    headers = [(WORKER_HEADER, runtime.worker_id.encode("utf-8"))]
+    async for batch in stream.take_events(settings.batch_max, within=settings.batch_within_s):
+        await runtime.wait_ready()
+        outcome = runtime.process_events(batch)
+        records = [(r.user_id.encode("utf-8"), r.to_json_bytes()) for r in outcome.recommendations]
+        delay_s = 0.5
+        while True:  # the batch is acknowledged only once its recommendations are out
+            try:
+                await recommendations.publish(topic, records, headers=headers)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception(
+                    "could not publish %d recommendations; retrying in %.1f s",
+                    len(records),
+                    delay_s,
+                )
+                await asyncio.sleep(delay_s)
+                delay_s = min(2 * delay_s, 30.0)
+        await dead_letters.send(outcome.dead_letters)
+        runtime.observe_sent(outcome)
+
+
+async def items_agent(
+    stream: Any, runtime: WorkerRuntime, item_vectors: Any, dead_letters: DeadLetterSink
+) -> None:
+    """``items`` → encoder (once per text) → ``item-vectors`` (compacted)."""
+    async for batch in stream.take_events(runtime.settings.item_batch_max, within=0.05):
+        outcome = runtime.encode_items(batch)
+        for key, value in outcome.vector_records:
+            await item_vectors.send(key=key, value=value)
+        await dead_letters.send(outcome.dead_letters)
+
+
+async def model_agent(
+    stream: Any, runtime: WorkerRuntime, cluster_model: Any, dead_letters: DeadLetterSink
+) -> None:
+    """``cluster-deltas`` (owner of its one partition) → authoritative model → ``cluster-model``."""
+    async for batch in stream.take_events(1000, within=0.2):
+        await runtime.model_loaded.wait()
+        snapshot, letters = runtime.merge_cluster_deltas(batch)
+        if snapshot is not None:
+            await cluster_model.send(key=CLUSTER_MODEL_KEY, value=snapshot)
+        await dead_letters.send(letters)
+
+
+async def ship_deltas(runtime: WorkerRuntime, cluster_deltas: Any, collab_deltas: Any) -> None:
+    """Send this worker's clusterer and counts deltas (a timer, every ``delta_interval_s``)."""
+    cluster_bytes, collab_bytes = runtime.pop_deltas()
+    key = runtime.incarnation.encode("utf-8")
+    for kind, topic, value in (
+        ("cluster", cluster_deltas, cluster_bytes),
+        ("collab", collab_deltas, collab_bytes),
+    ):
+        if value is not None:
+            await topic.send(key=key, value=value)
+            runtime.metrics.deltas_sent.labels(kind=kind).inc()
+            runtime.metrics.delta_bytes.labels(kind=kind).inc(len(value))
+
+
+# --------------------------------------------------------------------------- publishing
+
+
+class BatchPublisher:
+    """Publishes a batch of keyed records with one Kafka record batch per partition.
+
+    The hot path of a worker sends one recommendation per event; going through
+    Faust's per-message send costs several times the engine's own work per
+    event. This publisher owns a plain aiokafka producer, places each record by
+    Kafka's default partitioner (``murmur2(key) mod partitions``, as Java
+    clients do, so recommendations land where a keyed producer would put them),
+    appends them to one batch per partition and waits until the broker has them.
+
+    Parameters
+    ----------
+    settings
+        Bootstrap servers, security, the largest request.
+    """
+
+    def __init__(self, settings: WorkerSettings) -> None:
+        self.settings = settings
+        self._producer: Any = None
+        self._partitions: dict[str, list[int]] = {}
+
+    async def start(self) -> None:
+        from aiokafka import AIOKafkaProducer
+
+        if self._producer is not None:
+            return
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            client_id=f"driftrec-{self.settings.resolved_worker_id}-publisher",
+            acks="all",
+            linger_ms=0,
+            max_batch_size=1 << 20,
+            max_request_size=self.settings.max_message_bytes,
+            **self.settings.aiokafka_security(),
+        )
+        await producer.start()
+        self._producer = producer
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            await producer.stop()  # flushes what is pending
+
+    async def publish(
+        self,
+        topic: str,
+        records: Sequence[tuple[bytes, bytes | None]],
+        *,
+        headers: Sequence[tuple[str, bytes]] = (),
+    ) -> None:
+        """Send ``(key, value)`` records and wait until the broker acknowledged them all."""
+        if not records:
+            return
+        await self.start()
+        producer = self._producer
+        partitions = self._partitions.get(topic)
+        if partitions is None:
+            partitions = self._partitions[topic] = sorted(await producer.partitions_for(topic))
+        header_list = list(headers)
+        batches: dict[int, Any] = {}
+        deliveries = []
+        for key, value in records:
+            partition = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+            batch = batches.get(partition)
+            if batch is None:
+                batch = batches[partition] = producer.create_batch()
+            if batch.append(key=key, value=value, timestamp=None, headers=header_list) is None:
+                deliveries.append(await producer.send_batch(batch, topic, partition=partition))
+                batch = batches[partition] = producer.create_batch()
+                if batch.append(key=key, value=value, timestamp=None, headers=header_list) is None:
+                    raise ValueError(f"a record of {len(value or b'')} bytes exceeds a batch")
+        for partition, batch in batches.items():
+            deliveries.append(await producer.send_batch(batch, topic, partition=partition))
+        await asyncio.gather(*deliveries)
+
+
+# --------------------------------------------------------------------------- broadcast
+
+
+async def topic_partitions(consumer: Any, topic: str) -> set[int]:
+    """Partition ids of ``topic`` from fresh cluster metadata (empty if it does not exist).
+
+    ``AIOKafkaConsumer.partitions_for_topic`` only knows subscribed topics, so
+    this asks the consumer's client for the metadata of all topics.
+    """
+    cluster = await consumer._client.fetch_all_metadata()  # aiokafka 0.14
+    return set(cluster.partitions_for_topic(topic) or ())
+
+
+class BroadcastReader:
+    """Reads every partition of a topic from its beginning, outside any consumer group.
+
+    Faust agents share their topics' partitions among the workers of a group;
+    the item vectors, the cluster model and the counts deltas must instead
+    reach *every* worker in full. A reader assigns itself all partitions,
+    starts at the earliest offset, hands each record to ``handle(key, value)``
+    and sets :attr:`caught_up` once it has read up to the end offsets it found
+    at start. Records ``handle`` fails on are passed, with their exceptions,
+    to ``on_errors`` after each fetch and skipped. If the reader's consumer
+    fails it starts again from the next unread offset (never re-applying a
+    record: counts deltas are not idempotent).
+
+    Parameters
+    ----------
+    settings
+        Bootstrap servers and security.
+    topic
+        The topic to read.
+    handle
+        Called with each record's key and value, in offset order per partition.
+    on_errors
+        Awaited with ``[(record, exception), …]`` when ``handle`` raised.
+    start_after
+        An event to wait for before reading (e.g. the catalogue before the counts).
+    caught_up
+        The event to set once caught up (a new one by default).
+    """
+
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        topic: str,
+        handle: Callable[[bytes | None, bytes | None], Any],
+        *,
+        on_errors: Callable[[list[tuple[Any, BaseException]]], Awaitable[None]] | None = None,
+        start_after: asyncio.Event | None = None,
+        caught_up: asyncio.Event | None = None,
+    ) -> None:
+        self.settings = settings
+        self.topic = topic
+        self.handle = handle
+        self.on_errors = on_errors
+        self.start_after = start_after
+        self.caught_up = caught_up if caught_up is not None else asyncio.Event()
+        self.records_read = 0
+        #: Next offset to read, per partition.
+        self.positions: dict[int, int] = {}
+
+    async def run_forever(self, retry_s: float = 2.0) -> None:
+        """:meth:`run`, restarted after ``retry_s`` whenever it fails."""
+        while True:
+            try:
+                await self.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("reader of %s failed; restarting in %.0f s", self.topic, retry_s)
+                await asyncio.sleep(retry_s)
+
+    async def run(self) -> None:
+        from aiokafka import AIOKafkaConsumer
+        from aiokafka.structs import TopicPartition
+
+        if self.start_after is not None:
+            await self.start_after.wait()
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            client_id=f"driftrec-{self.settings.resolved_worker_id}-{self.topic}",
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=100,
+            max_partition_fetch_bytes=self.settings.max_message_bytes,
+            **self.settings.aiokafka_security(),
+        )
+        await consumer.start()
+        try:
+            partitions = await topic_partitions(consumer, self.topic)
+            while not partitions:
+                logger.info("waiting for topic %s to exist", self.topic)
+                await asyncio.sleep(0.5)
+                partitions = await topic_partitions(consumer, self.topic)
+            assigned = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+            consumer.assign(assigned)
+            for tp in assigned:
+                if tp.partition in self.positions:
+                    consumer.seek(tp, self.positions[tp.partition])
+                else:
+                    await consumer.seek_to_beginning(tp)
+            end_offsets = await consumer.end_offsets(assigned)
+            await self._check_caught_up(consumer, end_offsets)
+            while True:
+                batches = await consumer.getmany(timeout_ms=200, max_records=1000)
+                failures: list[tuple[Any, BaseException]] = []
+                for records in batches.values():
+                    for record in records:
+                        self._handle(record, failures)
+                if failures:
+                    await self._report(failures)
+                if not self.caught_up.is_set():
+                    await self._check_caught_up(consumer, end_offsets)
+        finally:
+            await consumer.stop()
+
+    def _handle(self, record: Any, failures: list[tuple[Any, BaseException]]) -> None:
+        self.records_read += 1
+        self.positions[record.partition] = record.offset + 1
+        try:
+            self.handle(record.key, record.value)
+        except Exception as error:
+            failures.append((record, error))
+
+    async def _report(self, failures: list[tuple[Any, BaseException]]) -> None:
+        if self.on_errors is not None:
+            await self.on_errors(failures)
+            return
+        for record, error in failures:
+            logger.error(
+                "could not apply %s[%d]@%d: %r",
+                record.topic,
+                record.partition,
+                record.offset,
+                error,
+            )
+
+    async def _check_caught_up(self, consumer: Any, end_offsets: dict) -> None:
+        for tp, end in end_offsets.items():
+            if await consumer.position(tp) < end:
+                return
+        if not self.caught_up.is_set():
+            logger.info("%s: caught up after %d records", self.topic, self.records_read)
+            self.caught_up.set()
