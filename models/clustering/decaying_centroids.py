@@ -858,7 +858,7 @@ class DecayingCentroids:
         def join_new(i: int, j: int) -> None:
             rows[i] = births[j][0]
             new_sums[j] += gain[i] * X[i]
-            new_units[j] = new_sums[j] / np.linalg.norm(new_sums[j])
+            new_units[j] = _unit_rows(new_sums[j][None, :])[0]
 
         for i in far:
             m = len(births)
