@@ -73,7 +73,25 @@ def _key_bytes(key: str) -> bytes:
     return key.encode("utf-8")
 
 
-class MemoryStore:
+class _ClosesOnExit:
+    """``with store:`` closes the store on the way out."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class MemoryStore(_ClosesOnExit):
     """A :class:`StateStore` in a plain dict: for tests and small runs (memory grows with users).
 
     Examples
@@ -130,19 +148,8 @@ class MemoryStore:
     def __len__(self) -> int:
         return len(self._open_values)
 
-    def __enter__(self) -> Self:
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class RocksDictStore:
+class RocksDictStore(_ClosesOnExit):
     """A :class:`StateStore` on RocksDB (rocksdict, raw bytes mode) with bounded memory.
 
     Memory is bounded by the LRU block cache (data blocks, and also index and
@@ -242,17 +249,6 @@ class RocksDictStore:
             count += 1
             cursor.next()
         return count
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class WindowStore:
