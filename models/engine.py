@@ -176,10 +176,10 @@ class Engine:
         """
         sequence_encoder = None
         if encoder is None:
-            from models.encoder import TextEncoder
+            from models.encoder_factory import make_encoder
             from models.vector_cache import CachedEncoder
 
-            sequence_encoder = TextEncoder.from_settings(settings)
+            sequence_encoder = make_encoder(settings)
             cache_path = None
             if not in_memory:
                 Path(settings.data_dir).mkdir(parents=True, exist_ok=True)

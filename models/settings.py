@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DAY_S = 86_400.0
@@ -71,6 +71,37 @@ class EngineSettings(BaseSettings):
     encode_batch_size: int = Field(64, ge=1)
     max_tokens: int = Field(128, ge=8, description="Token limit for item texts.")
     sequence_max_tokens: int = Field(384, ge=8, description="Token limit in sequence mode.")
+    encoder_backend: Literal["local", "remote"] = Field(
+        "local",
+        description="local: the model in model_path runs in this process; remote: an embedding "
+        "service at encoder_url (text-embeddings-inference or OpenAI-compatible).",
+    )
+    encoder_url: str | None = Field(
+        None, description="Base URL of the remote encoder service, e.g. http://tei:8080."
+    )
+    encoder_api: Literal["tei", "openai"] = Field(
+        "tei", description="tei: POST /embed (+ GET /info); openai: POST /v1/embeddings."
+    )
+    encoder_model_name: str | None = Field(
+        None,
+        description="Model name sent in OpenAI requests; part of the remote model_version when "
+        "the service does not report one (TEI's /info does).",
+    )
+    encoder_model_version: str | None = Field(
+        None,
+        description="Explicit model_version of the remote encoder (vector caches and item "
+        "vectors key on it); default: derived from what the service reports.",
+    )
+    encoder_api_key: SecretStr | None = Field(
+        None, description="Bearer token of the remote encoder service, if it wants one."
+    )
+    encoder_timeout_s: float = Field(10.0, gt=0, description="Timeout of one remote request.")
+    encoder_retries: int = Field(
+        3, ge=0, description="Retries of a remote request (connection errors, 5xx, 429)."
+    )
+    encoder_backoff_s: float = Field(
+        0.25, ge=0, description="First retry delay; doubles on every retry (capped at 8 s)."
+    )
 
     # --- interest -----------------------------------------------------------
     interest_mode: Literal["pooled", "sequence"] = "pooled"

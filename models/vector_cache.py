@@ -18,6 +18,7 @@ import numpy as np
 from rocksdict import Options, Rdict, WriteBatch
 
 from models.encoder import TextEncoder
+from models.remote_encoder import RemoteEncoder
 
 __all__ = ["CachedEncoder"]
 
@@ -78,7 +79,7 @@ class CachedEncoder:
 
     def __init__(
         self,
-        encoder: TextEncoder,
+        encoder: TextEncoder | RemoteEncoder,
         *,
         path: str | Path | None = None,
         memory_items: int = 100_000,

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from models.settings import EngineSettings
+from streams.encoder_server import serve_encoder
 from streams.eval_cli import eval_command
 from streams.worker_cli import register_worker_commands
 
@@ -99,6 +100,7 @@ def replay(
 
 app.command("eval")(eval_command)
 register_worker_commands(app)
+app.command("serve-encoder")(serve_encoder)
 
 
 def main() -> None:  # pragma: no cover - console entry point

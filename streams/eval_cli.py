@@ -178,11 +178,11 @@ def eval_command(
 
     encoder = None
     if driftrec or {"text-similarity", "driftrec-no-clustering"} & set(names):
-        from models.encoder import TextEncoder
+        from models.encoder_factory import make_encoder
         from models.vector_cache import CachedEncoder
 
         encoder = CachedEncoder(
-            TextEncoder.from_settings(settings), path=Path(settings.data_dir) / "vector-cache"
+            make_encoder(settings), path=Path(settings.data_dir) / "vector-cache"
         )
     recommenders: list[Any] = []
     try:
