@@ -47,6 +47,7 @@ from models.clustering.decaying_centroids import (
 from models.collaborative import CollaborativeDelta
 from models.contracts import BehaviourEvent, CatalogItem, EventParser, Recommendation, RecordError
 from models.engine import Engine
+from models.remote_encoder import EncoderUnavailableError
 from streams.dead_letters import DeadLetter, DeadLetterSink
 from streams.metrics import WorkerMetrics
 from streams.settings import WorkerSettings
@@ -63,6 +64,7 @@ __all__ = [
     "events_agent",
     "items_agent",
     "model_agent",
+    "retry_while_encoder_unavailable",
     "ship_deltas",
     "topic_partitions",
 ]
@@ -221,6 +223,11 @@ class WorkerRuntime:
         await self.model_loaded.wait()
         await self.counts_loaded.wait()
 
+    def _raise_if_retrying(self, error: BaseException) -> None:
+        """Re-raise an unavailable encoder when the policy is to retry the whole batch later."""
+        if isinstance(error, EncoderUnavailableError) and self.settings.encoder_failure == "retry":
+            raise error
+
     def _dead_letter(self, message: Any, error: BaseException) -> DeadLetter:
         return DeadLetter.from_message(
             message,
@@ -275,7 +282,11 @@ class WorkerRuntime:
 
         A batch the engine fails on is retried event by event, so only the
         events that fail on their own become dead letters (what the failed
-        batch call had already learned may then count twice).
+        batch call had already learned may then count twice). An unavailable
+        encoder service is no fault of the events: with ``encoder_failure=retry``
+        :class:`EncoderUnavailableError` propagates (the agent tries the batch
+        again later), with ``dead-letter`` every event of the batch is
+        dead-lettered with the reason.
         """
         received_at = self.clock()
         self.metrics.events_in.inc(len(batch))
@@ -290,6 +301,12 @@ class WorkerRuntime:
         with self.window_store.owners(owners):
             try:
                 recommendations = self.engine.process(valid, received_at=received_at)
+            except EncoderUnavailableError as error:
+                if self.settings.encoder_failure == "retry":
+                    raise
+                logger.error("encoder unavailable; dead-lettering %d events: %s", len(valid), error)
+                recommendations = []
+                outcome.dead_letters += [self._dead_letter(s.message, error) for s in sources]
             except Exception:
                 logger.exception(
                     "engine failed on a batch of %d events; retrying one by one", len(valid)
@@ -299,6 +316,7 @@ class WorkerRuntime:
                     try:
                         recommendations += self.engine.process([event], received_at=received_at)
                     except Exception as error:
+                        self._raise_if_retrying(error)
                         outcome.dead_letters.append(self._dead_letter(source.message, error))
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         timestamp_of = {e.user_id: s.message.timestamp for e, s in zip(valid, sources, strict=True)}
@@ -344,13 +362,15 @@ class WorkerRuntime:
             started = time.perf_counter()
             try:
                 vectors = list(encoder.encode(texts))
-            except Exception:
+            except Exception as batch_error:
+                self._raise_if_retrying(batch_error)
                 logger.exception("encoder failed on %d items; retrying one by one", len(texts))
                 vectors = []
                 for text, (_, message) in zip(texts, upserts, strict=True):
                     try:
                         vectors.append(encoder.encode([text])[0])
                     except Exception as error:
+                        self._raise_if_retrying(error)
                         outcome.dead_letters.append(self._dead_letter(message, error))
                         vectors.append(None)
             self.metrics.encoder_seconds.observe(time.perf_counter() - started)
@@ -551,6 +571,33 @@ def _check_user_key(key: bytes | None, user_id: str) -> None:
 # --------------------------------------------------------------------------- agents
 
 
+async def retry_while_encoder_unavailable(
+    process: Callable[[Sequence[Any]], Any], batch: Sequence[Any], settings: WorkerSettings
+) -> Any:
+    """``process(batch)``, tried again with backoff for as long as the encoder service is down.
+
+    Only :class:`EncoderUnavailableError` is retried (the engine raises it
+    before it writes a window, so a retry learns nothing twice in ``pooled``
+    mode). The agent stays on this batch meanwhile, so neither it nor a later
+    batch is acknowledged and their offsets are not committed while it waits
+    (Faust acknowledges a ``take_events`` batch when the agent asks for the
+    next one). The waits are asynchronous: heartbeats and web views go on.
+    """
+    delay_s = max(settings.encoder_backoff_s, 0.1)
+    while True:
+        try:
+            return process(batch)
+        except EncoderUnavailableError as error:
+            logger.warning(
+                "encoder unavailable; trying the batch of %d records again in %.1f s: %s",
+                len(batch),
+                delay_s,
+                error,
+            )
+            await asyncio.sleep(delay_s)
+            delay_s = min(2 * delay_s, settings.encoder_retry_max_s)
+
+
 async def events_agent(
     stream: Any,
     runtime: WorkerRuntime,
@@ -567,7 +614,7 @@ async def events_agent(
     headers = [(WORKER_HEADER, runtime.worker_id.encode("utf-8"))]
     async for batch in stream.take_events(settings.batch_max, within=settings.batch_within_s):
         await runtime.wait_ready()
-        outcome = runtime.process_events(batch)
+        outcome = await retry_while_encoder_unavailable(runtime.process_events, batch, settings)
         records = [(r.user_id.encode("utf-8"), r.to_json_bytes()) for r in outcome.recommendations]
         delay_s = 0.5
         while True:  # the batch is acknowledged only once its recommendations are out
@@ -592,8 +639,9 @@ async def items_agent(
     stream: Any, runtime: WorkerRuntime, item_vectors: Any, dead_letters: DeadLetterSink
 ) -> None:
     """``items`` → encoder (once per text) → ``item-vectors`` (compacted)."""
-    async for batch in stream.take_events(runtime.settings.item_batch_max, within=0.05):
-        outcome = runtime.encode_items(batch)
+    settings = runtime.settings
+    async for batch in stream.take_events(settings.item_batch_max, within=0.05):
+        outcome = await retry_while_encoder_unavailable(runtime.encode_items, batch, settings)
         for key, value in outcome.vector_records:
             await item_vectors.send(key=key, value=value)
         await dead_letters.send(outcome.dead_letters)

@@ -128,6 +128,15 @@ class WorkerSettings(EngineSettings):
         0.01, gt=0, description="Longest wait for a batch to fill, seconds."
     )
     item_batch_max: int = Field(64, ge=1, description="Most catalogue records per encoder call.")
+    encoder_failure: Literal["retry", "dead-letter"] = Field(
+        "retry",
+        description="When the encoder service is unavailable (its own retries exhausted): retry "
+        "the batch with backoff, its offsets uncommitted meanwhile, or dead-letter its records "
+        "with the reason.",
+    )
+    encoder_retry_max_s: float = Field(
+        60.0, gt=0, description="Longest wait between two tries of a batch (encoder_failure=retry)."
+    )
     delta_interval_s: float = Field(
         2.0, gt=0, description="How often a worker ships its clusterer and counts deltas."
     )
