@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint fmt clean
+.PHONY: setup demo test bench lint fmt clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,12 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	bash deploy/kafka/kafka.sh up
 	$(PY) -m pytest -q; status=$$?; bash deploy/kafka/kafka.sh down; exit $$status
+
+# Benchmarks (not tests): figures side by side with the baselines, written to
+# docs/benchmarks.md + docs/benchmarks/*.png. BENCH_ARGS="--only clustering" etc.
+bench: $(STAMP)
+	bash deploy/kafka/kafka.sh up
+	$(PY) -m benchmarks run $(BENCH_ARGS); status=$$?; bash deploy/kafka/kafka.sh down; exit $$status
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -1,25 +1,24 @@
-"""Benchmark one driftrec worker through a real Kafka broker (not a test: it prints figures).
+"""driftrec workers through a real Kafka broker: throughput and latency.
 
-Two measurements, on fresh topics, with one ``driftrec worker`` subprocess in
-pooled mode and the real MiniLM encoder:
+Each measurement runs on fresh topics, with ``driftrec worker`` subprocesses
+(one or two in one consumer group) in pooled mode with the real MiniLM
+encoder, fed a synthetic shop (12 topics × 40 items):
 
-1. **Throughput** — a backlog of ``--backlog`` events is published at once;
-   events/s is the backlog over the time between the first and the last
-   recommendation arriving at a consumer.
-2. **Latency** — events are offered at a fixed ``--rate`` for ``--seconds``;
-   each event's latency is from just before its ``send`` to the moment a
-   consumer receives its recommendation (producer, broker, worker, broker,
-   consumer). Reports p50 / p90 / p99 / max.
+1. **Throughput** — a backlog of events is published at once; events/s is
+   the backlog over the time between the first and the last recommendation
+   arriving at a consumer. Also the worker's CPU seconds per event.
+2. **Latency** — events are offered at a fixed rate; each event's latency is
+   from just before its ``send`` to the moment a consumer receives its
+   recommendation (producer, broker, worker, broker, consumer): p50 / p95 /
+   p99 / max.
 
-Usage (the local broker running, ``make kafka-up``)::
-
-    .venv/bin/python benchmarks/kafka_worker.py --backlog 20000 --rate 500 --seconds 20
+Needs the local broker (``make kafka-up``).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -31,18 +30,18 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+from models.synthetic_shop import synthetic_shop
+from streams.settings import WorkerSettings
+from streams.topology import ensure_topics
 
-from models.synthetic_shop import synthetic_shop  # noqa: E402
-from streams.settings import WorkerSettings  # noqa: E402
-from streams.topology import ensure_topics  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -57,7 +56,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def get_json(port: int, path: str) -> dict | None:
+def get_json(port: int, path: str) -> dict[str, Any] | None:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
             return json.loads(response.read())
@@ -93,8 +92,7 @@ class Recommendations:
             now = time.time()
             for records in batches.values():
                 for record in records:
-                    event_id = json.loads(record.value)["event_id"]
-                    self.answered.setdefault(event_id, now)
+                    self.answered.setdefault(json.loads(record.value)["event_id"], now)
 
     async def wait_for(self, event_ids: set[str], timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -106,8 +104,12 @@ class Recommendations:
 
 
 async def publish(
-    producer: AIOKafkaProducer, topic: str, events, sent_at: dict, rate: float | None
-):
+    producer: AIOKafkaProducer,
+    topic: str,
+    events: list[Any],
+    sent_at: dict[str, float],
+    rate: float | None,
+) -> None:
     started = time.perf_counter()
     for index, event in enumerate(events):
         if rate:
@@ -119,50 +121,104 @@ async def publish(
     await producer.flush()
 
 
-async def benchmark(args: argparse.Namespace) -> None:
+class Workers:
+    """``n`` ``driftrec worker`` subprocesses in one group, each with its own data dir and port."""
+
+    def __init__(self, n: int, env: dict[str, str], profile: str | None = None) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="driftrec-bench-"))
+        self.ports = [free_port() for _ in range(n)]
+        self.processes: list[subprocess.Popen[bytes]] = []
+        for i, port in enumerate(self.ports):
+            log = open(self.root / f"worker-{i}.log", "wb")  # noqa: SIM115 - closed by the child
+            worker_env = dict(env, DRIFTREC_DATA_DIR=str(self.root / f"w{i}"))
+            worker_env.update(DRIFTREC_WEB_PORT=str(port), DRIFTREC_WORKER_ID=f"bench-{i}")
+            cprofile = ["-m", "cProfile", "-o", profile] if profile and i == 0 else []
+            self.processes.append(
+                subprocess.Popen(
+                    [sys.executable, *cprofile, "-m", "streams.worker_cli", "worker"],
+                    cwd=REPO_ROOT,
+                    env=worker_env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+            log.close()
+
+    async def wait_ready(self, n_items: int, partitions: int, timeout_s: float = 300) -> None:
+        """Until every worker is ready with the whole catalogue and all partitions are owned."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            states = [get_json(port, "/state") for port in self.ports]
+            owned = {p for s in states if s for p in s.get("events_partitions", [])}
+            if (
+                all(
+                    s
+                    and s["ready"]
+                    and s["recommendable_items"] == n_items
+                    and s["events_partitions"]
+                    for s in states
+                )
+                and len(owned) == partitions
+            ):
+                return
+            if any(p.poll() is not None for p in self.processes) or time.monotonic() > deadline:
+                raise RuntimeError(f"workers not ready; see the logs in {self.root}")
+            await asyncio.sleep(0.5)
+
+    def cpu_seconds(self) -> float:
+        return sum(cpu_seconds(p.pid) for p in self.processes)
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+async def measure(
+    *,
+    bootstrap: str = "127.0.0.1:9092",
+    workers: int = 1,
+    partitions: int = 8,
+    users: int = 2000,
+    backlog: int = 20_000,
+    rate: float = 500.0,
+    seconds: float = 20.0,
+    device: str = "cpu",
+    profile: str | None = None,
+) -> dict[str, Any]:
+    """Throughput on a backlog, then latency at ``rate`` events/s, with ``workers`` workers."""
     token = uuid.uuid4().hex[:8]
     prefix, app_id = f"bench-{token}.", f"bench-{token}"
-    settings = WorkerSettings(
-        kafka_bootstrap=args.bootstrap, topic_prefix=prefix, partitions=args.partitions
-    )
+    settings = WorkerSettings(kafka_bootstrap=bootstrap, topic_prefix=prefix, partitions=partitions)
     await ensure_topics(settings)
-    n_latency = int(args.rate * args.seconds)
+    n_latency = int(rate * seconds)
     shop = synthetic_shop(
-        n_users=args.users,
+        n_users=users,
         items_per_topic=40,
-        events_per_user=max(2, (args.backlog + n_latency) // args.users + 1),
+        events_per_user=max(2, (backlog + n_latency) // users + 1),
         n_topics=12,
     )
     events = [e.model_copy(update={"event_id": f"e{i}"}) for i, e in enumerate(shop.events)]
-    backlog, offered = events[: args.backlog], events[args.backlog : args.backlog + n_latency]
-
-    data_dir = Path(tempfile.mkdtemp(prefix="driftrec-bench-"))
-    port = free_port()
+    queued, offered = events[:backlog], events[backlog : backlog + n_latency]
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTREC_")}
     env.update(
-        DRIFTREC_KAFKA_BOOTSTRAP=args.bootstrap,
+        DRIFTREC_KAFKA_BOOTSTRAP=bootstrap,
         DRIFTREC_TOPIC_PREFIX=prefix,
         DRIFTREC_APP_ID=app_id,
-        DRIFTREC_DATA_DIR=str(data_dir),
-        DRIFTREC_PARTITIONS=str(args.partitions),
-        DRIFTREC_WEB_PORT=str(port),
-        DRIFTREC_DEVICE=args.device,
+        DRIFTREC_PARTITIONS=str(partitions),
+        DRIFTREC_DEVICE=device,
         DRIFTREC_INTEREST_MODE="pooled",
         DRIFTREC_LOG_LEVEL="warning",
         PYTHONUNBUFFERED="1",
     )
-    log = open(data_dir / "worker.log", "wb")  # noqa: SIM115
-    profile = ["-m", "cProfile", "-o", args.profile] if args.profile else []
-    worker = subprocess.Popen(
-        [sys.executable, *profile, "-m", "streams.worker_cli", "worker"],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    producer = AIOKafkaProducer(bootstrap_servers=args.bootstrap, linger_ms=1, acks=1)
+    group = Workers(workers, env, profile)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks=1)
     await producer.start()
-    recommendations = Recommendations(args.bootstrap, prefix + "recommendations")
+    recommendations = Recommendations(bootstrap, prefix + "recommendations")
     await recommendations.start()
     reader = asyncio.create_task(recommendations.run())
     try:
@@ -171,88 +227,109 @@ async def benchmark(args: argparse.Namespace) -> None:
                 prefix + "items", key=item.item_id.encode(), value=item.to_json_bytes()
             )
         await producer.flush()
-        deadline = time.monotonic() + 300
-        while True:
-            state = get_json(port, "/state")
-            if state and state["ready"] and state["recommendable_items"] == len(shop.items):
-                break
-            if worker.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"worker not ready; see {data_dir / 'worker.log'}")
-            await asyncio.sleep(0.5)
-        print(
-            f"worker ready: {len(shop.items)} items, {args.partitions} partitions, "
-            f"batch_max {settings.batch_max}, within {settings.batch_within_s * 1000:.0f} ms"
-        )
+        await group.wait_ready(len(shop.items), partitions)
 
-        # 1. throughput on a backlog
         sent_at: dict[str, float] = {}
-        cpu_before = cpu_seconds(worker.pid)
-        await publish(producer, prefix + "events", backlog, sent_at, rate=None)
-        await recommendations.wait_for({e.event_id for e in backlog}, timeout_s=600)
-        cpu_used = cpu_seconds(worker.pid) - cpu_before
-        times = [recommendations.answered[e.event_id] for e in backlog]
+        cpu_before = group.cpu_seconds()
+        await publish(producer, prefix + "events", queued, sent_at, rate=None)
+        await recommendations.wait_for({e.event_id for e in queued}, timeout_s=600)
+        cpu_used = group.cpu_seconds() - cpu_before
+        times = [recommendations.answered[e.event_id] for e in queued]
         span = max(times) - min(times)
-        print(
-            f"throughput: {len(backlog):,} events answered in {span:.2f} s after the first "
-            f"→ {len(backlog) / span:,.0f} events/s ({args.users} users); the worker used "
-            f"{cpu_used:.1f} CPU s → {len(backlog) / cpu_used:,.0f} events per CPU second"
-        )
 
-        # 2. latency at a fixed offered rate
         await asyncio.sleep(2.0)
         sent_at = {}
-        await publish(producer, prefix + "events", offered, sent_at, rate=args.rate)
+        await publish(producer, prefix + "events", offered, sent_at, rate=rate)
         await recommendations.wait_for({e.event_id for e in offered}, timeout_s=120)
         latency_ms = np.array(
             [(recommendations.answered[e.event_id] - sent_at[e.event_id]) * 1000 for e in offered]
         )
-        p50, p90, p99 = np.percentile(latency_ms, [50, 90, 99])
-        print(
-            f"latency at {args.rate:.0f} events/s for {args.seconds:.0f} s "
-            f"({len(offered):,} events): p50 {p50:.1f} ms, p90 {p90:.1f} ms, "
-            f"p99 {p99:.1f} ms, max {latency_ms.max():.1f} ms"
-        )
-        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
-        for line in metrics.decode().splitlines():
-            if line.startswith(
-                (
-                    "driftrec_batch_size_sum",
-                    "driftrec_batch_size_count",
-                    "driftrec_batch_seconds_sum",
-                    "driftrec_event_to_recommendation_seconds_bucket",
-                    "driftrec_event_to_recommendation_seconds_count",
-                )
-            ):
-                print("  " + line)
+        p50, p95, p99 = np.percentile(latency_ms, [50, 95, 99])
+        batch = _batch_sizes(group.ports[0])
     finally:
         reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
         await recommendations.consumer.stop()
         await producer.stop()
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-        log.close()
-        admin = AIOKafkaAdminClient(bootstrap_servers=args.bootstrap)
+        group.stop()
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
         await admin.start()
         names = [t for t in await admin.list_topics() if t.startswith((prefix, app_id + "-"))]
         await admin.delete_topics(names)
         await admin.close()
+    return {
+        "workers": workers,
+        "partitions": partitions,
+        "users": users,
+        "backlog": len(queued),
+        "events_per_s": len(queued) / span,
+        "events_per_cpu_s": len(queued) / cpu_used,
+        "rate": rate,
+        "offered": len(offered),
+        "latency_ms": {
+            "p50": float(p50),
+            "p95": float(p95),
+            "p99": float(p99),
+            "max": float(latency_ms.max()),
+        },
+        "mean_batch": batch,
+    }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bootstrap", default="127.0.0.1:9092")
-    parser.add_argument("--partitions", type=int, default=8)
-    parser.add_argument("--users", type=int, default=2000)
-    parser.add_argument("--backlog", type=int, default=20_000)
-    parser.add_argument("--rate", type=float, default=500.0)
-    parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--profile", help="Write a cProfile of the worker's main thread here.")
-    asyncio.run(benchmark(parser.parse_args()))
+def _batch_sizes(port: int) -> float | None:
+    """Mean events per engine batch of a worker, from its ``/metrics``."""
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+    except OSError:
+        return None
+    values = {}
+    for line in text.decode().splitlines():
+        if line.startswith(("driftrec_batch_size_sum", "driftrec_batch_size_count")):
+            name, value = line.split()[0], float(line.split()[-1])
+            values[name] = value
+    total, count = values.get("driftrec_batch_size_sum"), values.get("driftrec_batch_size_count")
+    return total / count if total is not None and count else None
 
 
-if __name__ == "__main__":
-    main()
+def run(
+    size: str = "full",
+    bootstrap: str = "127.0.0.1:9092",
+    rate: float = 500.0,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """One worker and two workers, each on its own topics."""
+    backlog, seconds, users = (20_000, 20.0, 2000) if size == "full" else (300, 2.0, 50)
+    rows = []
+    for workers in (1, 2):
+        row = asyncio.run(
+            measure(
+                bootstrap=bootstrap,
+                workers=workers,
+                users=users,
+                backlog=backlog,
+                rate=rate if size == "full" else 50.0,
+                seconds=seconds,
+                device=device,
+            )
+        )
+        rows.append(row)
+        if progress:
+            lat = row["latency_ms"]
+            print(
+                f"  {workers} worker(s): {row['events_per_s']:>6,.0f} events/s "
+                f"({row['events_per_cpu_s']:,.0f} per CPU s); at {row['rate']:.0f}/s "
+                f"p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms, p99 {lat['p99']:.1f} ms",
+                flush=True,
+            )
+    one = rows[0]
+    return {
+        "size": size,
+        "rows": rows,
+        "goal": {
+            "events_per_s_one_worker": one["events_per_s"],
+            "p99_ms_at_rate": one["latency_ms"]["p99"],
+            "met": one["events_per_s"] >= 2000 and one["latency_ms"]["p99"] <= 100,
+        },
+    }

@@ -1,0 +1,17 @@
+"""Smoke test of the Kafka benchmark at a tiny size, on the real broker."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks import kafka_worker
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+
+def test_kafka_benchmark_runs_one_and_two_workers(kafka_bootstrap: str) -> None:
+    figures = kafka_worker.run("tiny", bootstrap=kafka_bootstrap, progress=False)
+    assert [r["workers"] for r in figures["rows"]] == [1, 2]
+    for row in figures["rows"]:
+        assert row["events_per_s"] > 0
+        assert 0 < row["latency_ms"]["p50"] <= row["latency_ms"]["p99"] <= row["latency_ms"]["max"]
