@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test bench lint fmt clean
+.PHONY: setup demo test bench lint fmt clean k8s-tools
 
 setup: $(STAMP)
 
@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(VENV)/bin/driftrec demo
 
 # The tests talk to a real broker: start it first, stop it after, also on failure.
-test: $(STAMP)
+test: $(STAMP) k8s-tools
 	$(VENV)/bin/ruff check .
 	bash deploy/kafka/kafka.sh up
 	$(PY) -m pytest -q; status=$$?; bash deploy/kafka/kafka.sh down; exit $$status
@@ -29,6 +29,20 @@ test: $(STAMP)
 bench: $(STAMP)
 	bash deploy/kafka/kafka.sh up
 	$(PY) -m benchmarks run $(BENCH_ARGS); status=$$?; bash deploy/kafka/kafka.sh down; exit $$status
+
+# The manifest tests render deploy/k8s with kubectl's built-in kustomize (v5 needed);
+# without it: Debian's kubectl, else kustomize built from the Go module proxy into
+# .cache/bin, else the tests say why they skip.
+KUSTOMIZE_VERSION := v5.7.1
+k8s-tools:
+	@if kubectl version --client 2>/dev/null | grep -q 'Kustomize Version: v[5-9]'; then :; \
+	elif [ -x .cache/bin/kustomize ] || command -v kustomize >/dev/null; then :; \
+	elif (apt-get update -qq && apt-get install -y -qq kubectl) >/dev/null 2>&1 && \
+	     kubectl version --client 2>/dev/null | grep -q 'Kustomize Version: v[5-9]'; then :; \
+	elif command -v go >/dev/null && \
+	     GOBIN=$(CURDIR)/.cache/bin go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION); then :; \
+	else echo "warning: found and installed neither kubectl nor kustomize;" \
+	     "the manifest tests will skip" >&2; fi
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
