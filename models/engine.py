@@ -69,6 +69,8 @@ class UserState:
     previous_cluster: int | None = None
     cluster_similarity: float | None = None
     recent: list[int] = field(default_factory=list)
+    # The window's item vectors and pooling weights, shared by interest and facets.
+    window_vectors: tuple[np.ndarray, np.ndarray] | None = None
 
 
 @dataclass(slots=True)
@@ -129,6 +131,7 @@ class Engine:
             half_life_s=settings.collab_half_life_s,
             trending_half_life_s=settings.trending_half_life_s,
             transition_window=settings.transition_window,
+            transition_distance_decay=settings.transition_distance_decay,
             transition_capacity=settings.transition_capacity,
             cluster_transition_capacity=settings.cluster_transition_capacity,
         )
@@ -247,6 +250,7 @@ class Engine:
 
         users = self._load_users(list(dict.fromkeys(e.user_id for e in ordered)))
         started = time.perf_counter()
+        observations = []
         for event in ordered:
             user = users[event.user_id]
             item = self.catalog.index_of(event.item_id)
@@ -258,17 +262,19 @@ class Engine:
                 max_age_s=s.window_max_age_s,
             )
             user.seen.add(event.item_id)
-            self.counts.observe(
-                item=item,
-                previous=previous,
-                t=event.ts,
-                weight=event.weight if s.collab_weighting == "event" else 1.0,
-                cluster=user.cluster,
-            )
+            weight = event.weight if s.collab_weighting == "event" else 1.0
+            observations.append((item, previous, event.ts, weight, user.cluster))
         self.stats.collaborative_s += time.perf_counter() - started
 
         states = list(users.values())
+        # Derived before the counts change: in sequence mode this calls the encoder, and
+        # a batch it fails on (a remote encoder that is down) must leave no trace, so the
+        # whole batch can be tried again without counting twice.
         self._derive(states)
+        started = time.perf_counter()
+        for item, previous, t, weight, cluster in observations:
+            self.counts.observe(item=item, previous=previous, t=t, weight=weight, cluster=cluster)
+        self.stats.collaborative_s += time.perf_counter() - started
         if self.clusterer is not None:
             self._assign_clusters(states)
         started = time.perf_counter()
@@ -324,7 +330,9 @@ class Engine:
         return out
 
     def _window_vectors(self, u: UserState) -> tuple[np.ndarray, np.ndarray]:
-        """The window's item vectors ``[n, d]`` and their pooling weights ``[n]``."""
+        """The window's item vectors ``[n, d]`` and pooling weights ``[n]`` (kept on ``u``)."""
+        if u.window_vectors is not None:
+            return u.window_vectors
         s = self.settings
         entries = u.window.entries
         idx = np.array([self.catalog.index_of(e.item_id) for e in entries], np.int64)
@@ -334,7 +342,8 @@ class Engine:
             half_life_s=s.interest_half_life_s,
             position_decay=s.interest_position_decay,
         )
-        return self.catalog.vectors[idx], weights
+        u.window_vectors = (self.catalog.vectors[idx], weights)
+        return u.window_vectors
 
     def _derive_facets(self, states: Sequence[UserState]) -> None:
         """Each user's interest facets (only ranking needs them)."""

@@ -576,10 +576,11 @@ async def retry_while_encoder_unavailable(
 ) -> Any:
     """``process(batch)``, tried again with backoff for as long as the encoder service is down.
 
-    Only :class:`EncoderUnavailableError` is retried (the engine raises it
-    before it writes a window, so a retry learns nothing twice in ``pooled``
-    mode). The agent stays on this batch meanwhile, so neither it nor a later
-    batch is acknowledged and their offsets are not committed while it waits
+    Only :class:`EncoderUnavailableError` is retried (the engine calls the
+    encoder before it changes a window, a count or a cluster, in either interest
+    mode, so a retry learns nothing twice). The agent stays on this batch
+    meanwhile, so neither it nor a later batch is acknowledged and their
+    offsets are not committed while it waits
     (Faust acknowledges a ``take_events`` batch when the agent asks for the
     next one). The waits are asynchronous: heartbeats and web views go on.
     """

@@ -177,3 +177,55 @@ def test_events_agent_publishes_every_event_after_an_outage(minilm_encoder: Any)
     assert [len(records) for records in publisher.published] == [3, 3]
     assert letters.sent == []
     assert encoder.calls == 2 + 2
+
+
+def test_sequence_mode_batch_that_fails_in_the_encoder_leaves_no_trace(minilm_encoder) -> None:
+    """Sequence mode encodes the windows after they change: a failure there must undo nothing."""
+    from models.contracts import BehaviourEvent, CatalogItem
+    from models.engine import Engine
+    from models.settings import EngineSettings
+    from models.state_store import MemoryStore
+
+    settings = EngineSettings(interest_mode="sequence", clustering=False)
+    item_encoder = OutageEncoder(minilm_encoder)
+    sequence_encoder = OutageEncoder(minilm_encoder)
+    engine = Engine(
+        settings,
+        encoder=item_encoder,
+        sequence_encoder=sequence_encoder,
+        store=MemoryStore(),
+        clusterer=None,
+    )
+    engine.upsert_items([CatalogItem(item_id=f"i{n}", title=f"film {n}") for n in range(6)])
+    ts = 1_800_000_000.0
+    first = [
+        BehaviourEvent(user_id="u", item_id=f"i{n}", event="view", ts=ts + n, weight=1.0)
+        for n in range(3)
+    ]
+    engine.process(first)
+    popularity = engine.counts.popularity.values.copy()
+    entries = engine.counts.transitions.n_entries()
+    second = [
+        BehaviourEvent(user_id="u", item_id=f"i{n}", event="view", ts=ts + n, weight=1.0)
+        for n in range(3, 6)
+    ]
+
+    sequence_encoder.failures = 1
+    with pytest.raises(EncoderUnavailableError):
+        engine.process(second)
+    assert np.array_equal(engine.counts.popularity.values, popularity)
+    assert engine.counts.transitions.n_entries() == entries
+    assert [e.item_id for e in engine.windows.get_windows(["u"])[0].entries] == ["i0", "i1", "i2"]
+
+    engine.process(second)  # the retry learns the batch once
+    again = Engine(
+        settings,
+        encoder=minilm_encoder,
+        store=MemoryStore(),
+        clusterer=None,
+    )
+    again.upsert_items([CatalogItem(item_id=f"i{n}", title=f"film {n}") for n in range(6)])
+    again.process(first)
+    again.process(second)
+    n = len(again.counts.popularity.values)
+    assert np.allclose(engine.counts.popularity.values[:n], again.counts.popularity.values[:n])
