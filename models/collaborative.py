@@ -158,6 +158,10 @@ class CollaborativeCounts:
         Half-life of the trending counts.
     transition_window
         ``W``: a consumed item counts as a successor of the user's last ``W`` items.
+    transition_distance_decay
+        The successor count from the item ``r`` steps back is multiplied by
+        this to the power ``r`` (0.5: the item just before counts 1, the one
+        before that 0.5, …).
     transition_capacity
         Successors kept per item (globally).
     cluster_transition_capacity
@@ -180,12 +184,18 @@ class CollaborativeCounts:
         half_life_s: float = 14 * 86_400.0,
         trending_half_life_s: float = 86_400.0,
         transition_window: int = 5,
+        transition_distance_decay: float = 0.5,
         transition_capacity: int = 200,
         cluster_transition_capacity: int = 50,
     ) -> None:
+        if not 0.0 < transition_distance_decay <= 1.0:
+            raise ValueError(
+                f"transition_distance_decay must be in (0, 1], got {transition_distance_decay}"
+            )
         self.decay = ForwardDecay(half_life_s)
         self.trending_decay = ForwardDecay(trending_half_life_s)
         self.transition_window = transition_window
+        self.transition_distance_decay = transition_distance_decay
         self.popularity = _Growable()
         self.trending = _Growable()
         self.cluster_popularity: dict[int, _Growable] = {}
@@ -231,7 +241,7 @@ class CollaborativeCounts:
                 if cluster is not None:
                     self.cluster_transitions.add((cluster, source), item, amount)
                     _bump(pending.cluster_transitions, (cluster, source), item, amount)
-            amount *= 0.5
+            amount *= self.transition_distance_decay
 
     def forget_cluster(self, cluster: int) -> None:
         """Drop the per-cluster counts of a retired cluster."""
@@ -284,11 +294,13 @@ class CollaborativeCounts:
             weight = 1.0
             for source in items:
                 if clusters is None:
-                    ids, counts = self.transitions.row_arrays(source)
+                    ids, counts, total = self.transitions.row_arrays_and_total(source)
                 else:
-                    ids, counts = self.cluster_transitions.row_arrays((cluster, source))
+                    ids, counts, total = self.cluster_transitions.row_arrays_and_total(
+                        (cluster, source)
+                    )
                 if len(ids):
-                    scale = weight / counts.sum() ** normalisation if normalisation else weight
+                    scale = weight / total**normalisation if normalisation else weight
                     rows.append(np.full(len(ids), b, np.int64))
                     cols.append(ids)
                     vals.append(scale * counts)

@@ -132,6 +132,9 @@ class EngineSettings(BaseSettings):
         "uniform", description="Count each consumption as 1 or by its event weight."
     )
     transition_window: int = Field(5, ge=1, description="W: recent items a transition counts from.")
+    transition_distance_decay: float = Field(
+        0.5, gt=0, le=1, description="A transition from r steps back counts this ** r."
+    )
     transition_capacity: int = Field(
         200, ge=1, description="Successors kept per item (heavy hitters)."
     )

@@ -16,6 +16,8 @@ import numpy as np
 
 __all__ = ["SuccessorCounts"]
 
+_EMPTY: tuple[np.ndarray, np.ndarray, float] = (np.empty(0, np.int64), np.empty(0, np.float64), 0.0)
+
 
 class SuccessorCounts:
     """Heavy-hitter successor counts per source key.
@@ -43,12 +45,17 @@ class SuccessorCounts:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         self.capacity = capacity
         self._rows: dict[Hashable, dict[int, float]] = {}
+        # Scoring reads rows far more often than they change between reads:
+        # their arrays are kept until the row changes.
+        self._arrays: dict[Hashable, tuple[np.ndarray, np.ndarray, float]] = {}
 
     def add(self, source: Hashable, successor: int, amount: float) -> None:
         """Add ``amount`` to the count of ``source → successor``."""
         row = self._rows.get(source)
         if row is None:
             row = self._rows[source] = {}
+        else:
+            self._arrays.pop(source, None)
         row[successor] = row.get(successor, 0.0) + amount
         if len(row) > 2 * self.capacity:
             self._prune(source, row)
@@ -56,6 +63,7 @@ class SuccessorCounts:
     def add_row(self, source: Hashable, increments: Mapping[int, float]) -> None:
         """Add a whole row of increments (a merged delta)."""
         row = self._rows.setdefault(source, {})
+        self._arrays.pop(source, None)
         for successor, amount in increments.items():
             row[successor] = row.get(successor, 0.0) + amount
         if len(row) > 2 * self.capacity:
@@ -69,17 +77,28 @@ class SuccessorCounts:
         return self._rows.get(source, {})
 
     def row_arrays(self, source: Hashable) -> tuple[np.ndarray, np.ndarray]:
-        """The row as ``(successor ids int64, counts float64)`` arrays."""
+        """The row as ``(successor ids int64, counts float64)`` arrays (do not modify them)."""
+        ids, values, _ = self.row_arrays_and_total(source)
+        return ids, values
+
+    def row_arrays_and_total(self, source: Hashable) -> tuple[np.ndarray, np.ndarray, float]:
+        """The row's arrays and the sum of its counts, cached until the row changes."""
+        cached = self._arrays.get(source)
+        if cached is not None:
+            return cached
         row = self._rows.get(source)
         if not row:
-            return np.empty(0, np.int64), np.empty(0, np.float64)
-        return (
-            np.fromiter(row.keys(), np.int64, len(row)),
-            np.fromiter(row.values(), np.float64, len(row)),
-        )
+            return _EMPTY
+        values = np.fromiter(row.values(), np.float64, len(row))
+        cached = (np.fromiter(row.keys(), np.int64, len(row)), values, float(values.sum()))
+        cached[0].flags.writeable = False
+        values.flags.writeable = False
+        self._arrays[source] = cached
+        return cached
 
     def scale(self, factor: float) -> None:
         """Multiply every count (used when the decay landmark moves)."""
+        self._arrays.clear()
         for row in self._rows.values():
             for key in row:
                 row[key] *= factor
@@ -88,6 +107,7 @@ class SuccessorCounts:
         """Forget the given sources (e.g. the rows of a retired cluster)."""
         for source in predicate:
             self._rows.pop(source, None)
+            self._arrays.pop(source, None)
 
     def sources(self) -> Iterator[Hashable]:
         return iter(list(self._rows))
