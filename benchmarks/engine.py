@@ -89,11 +89,12 @@ def replay(
             rss_before = current_rss_mib()
             events = dataset.events
             tenth = max(1, len(events) // 10)
-            marks, done = [], 0
+            marks, done, users = [], 0, 0
             started = time.perf_counter()
             for batch in batched(events, batch_size):
                 engine.process(batch)
                 done += len(batch)
+                users += len({e.user_id for e in batch})
                 if done // tenth > len(marks) and len(marks) < 10:
                     marks.append((done, time.perf_counter() - started))
             seconds = time.perf_counter() - started
@@ -112,6 +113,7 @@ def replay(
         "items": len(engine.catalog),
         "native_items": n_native,
         "batch": batch_size,
+        "users_per_batch": users / max(1, -(-len(events) // batch_size)),
         "seconds": seconds,
         "events_per_s": len(events) / seconds,
         "breakdown_s": breakdown,
