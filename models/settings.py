@@ -131,30 +131,33 @@ class EngineSettings(BaseSettings):
     collab_weighting: Literal["uniform", "event"] = Field(
         "uniform", description="Count each consumption as 1 or by its event weight."
     )
-    transition_window: int = Field(5, ge=1, description="W: recent items a transition counts from.")
+    transition_window: int = Field(
+        10, ge=1, description="W: recent items a transition counts from."
+    )
     transition_distance_decay: float = Field(
-        0.5, gt=0, le=1, description="A transition from r steps back counts this ** r."
+        0.8, gt=0, le=1, description="A transition from r steps back counts this ** r."
     )
     transition_capacity: int = Field(
         200, ge=1, description="Successors kept per item (heavy hitters)."
     )
     cluster_transition_capacity: int = Field(50, ge=1)
-    score_recent_items: int = Field(10, ge=1, description="m: recent items scored from.")
+    score_recent_items: int = Field(15, ge=1, description="m: recent items scored from.")
     transition_normalisation: float = Field(
         0.5, ge=0, le=1, description="Divide each source's transitions by its total ** this."
     )
-    score_recency_decay: float = Field(0.7, gt=0, le=1, description="d: weight d^recency.")
+    score_recency_decay: float = Field(0.8, gt=0, le=1, description="d: weight d^recency.")
     trending_half_life_s: float = Field(30 * DAY_S, gt=0)
 
     # --- ranking ------------------------------------------------------------
     # Defaults tuned on the first half of ml-latest-small (prequential, every 2nd
-    # event): see docs/evaluation.md. Domains with faster turnover (news) want
-    # shorter collab/trending half-lives.
+    # event) and the first 120,000 events of ml-1m-partial (every 5th): see
+    # docs/evaluation.md. Domains with faster turnover (news) want shorter
+    # collab/trending half-lives.
     emit_per: Literal["event", "user"] = Field(
         "event", description="One recommendation per processed event, or per user per batch."
     )
     top_k: int = Field(10, ge=1, le=1000)
-    weight_content: float = 0.3
+    weight_content: float = 0.5
     weight_facets: float = 0.1
     weight_centroid: float = 0.05
     weight_transitions: float = 1.0
