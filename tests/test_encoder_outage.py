@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,6 +23,7 @@ from streams.metrics import WorkerMetrics
 from streams.settings import WorkerSettings
 from streams.table_store import FaustTableStore
 from streams.topology import build_worker_engine
+from tests.records import Event, Message
 
 
 class OutageEncoder:
@@ -45,21 +45,6 @@ class OutageEncoder:
             self.failures -= 1
             raise EncoderUnavailableError("the encoder service at http://tei:8080 is unavailable")
         return self.inner.encode(texts, max_tokens=max_tokens)
-
-
-@dataclass
-class Message:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp: float | None = 1_800_000_000.0
-
-
-@dataclass
-class Event:
-    message: Message
 
 
 def events_batch(n: int, start: int = 0) -> list[Event]:

@@ -8,7 +8,6 @@ the engine, the encoder (MiniLM) and the clusterer are the real ones.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,25 +24,11 @@ from streams.metrics import WorkerMetrics
 from streams.settings import WorkerSettings
 from streams.table_store import FaustTableStore
 from streams.topology import build_worker_engine
+from tests.records import Event, Message
 
 SHOP = synthetic_shop(
     n_users=12, items_per_topic=6, events_per_user=8, n_topics=4, n_fading=1, n_emerging=1
 )
-
-
-@dataclass
-class Message:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp: float | None = 1_800_000_000.0
-
-
-@dataclass
-class Event:
-    message: Message
 
 
 def records(topic: str, pairs: list[tuple[bytes | None, bytes | None]], start: int = 0) -> list:
