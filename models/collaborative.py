@@ -166,6 +166,11 @@ class CollaborativeCounts:
         Successors kept per item (globally).
     cluster_transition_capacity
         Successors kept per (cluster, item).
+    track_deltas
+        Keep what changed since the last :meth:`pop_delta` (a worker ships it
+        to the others). An engine that ships nothing (embedded, evaluation)
+        turns it off: the pending sums would be a second, unpruned copy of the
+        counts, and keeping them costs a third of :meth:`observe`.
 
     Examples
     --------
@@ -187,6 +192,7 @@ class CollaborativeCounts:
         transition_distance_decay: float = 0.5,
         transition_capacity: int = 200,
         cluster_transition_capacity: int = 50,
+        track_deltas: bool = True,
     ) -> None:
         if not 0.0 < transition_distance_decay <= 1.0:
             raise ValueError(
@@ -201,6 +207,7 @@ class CollaborativeCounts:
         self.cluster_popularity: dict[int, _Growable] = {}
         self.transitions = SuccessorCounts(transition_capacity)
         self.cluster_transitions = SuccessorCounts(cluster_transition_capacity)
+        self.track_deltas = track_deltas
         self._pending = _Pending()
 
     # ------------------------------------------------------------------ learn
@@ -223,25 +230,39 @@ class CollaborativeCounts:
         gt = self.trending_decay.gain(t) * weight
         self.popularity.add(item, g)
         self.trending.add(item, gt)
-        pending = self._pending
-        pending.popularity[item] = pending.popularity.get(item, 0.0) + g
-        pending.trending[item] = pending.trending.get(item, 0.0) + gt
         if cluster is not None:
             vec = self.cluster_popularity.get(cluster)
             if vec is None:
                 vec = self.cluster_popularity[cluster] = _Growable(len(self.popularity.values))
             vec.add(item, g)
+        decay = self.transition_distance_decay
+        pairs = [
+            (source, g * decay**r)
+            for r, source in enumerate(previous[: self.transition_window])
+            if source != item
+        ]
+        transitions, cluster_transitions = self.transitions, self.cluster_transitions
+        for source, amount in pairs:
+            transitions.add(source, item, amount)
+            if cluster is not None:
+                cluster_transitions.add((cluster, source), item, amount)
+        if self.track_deltas:
+            self._track(item, g, gt, cluster, pairs)
+
+    def _track(
+        self, item: int, g: float, gt: float, cluster: int | None, pairs: list[tuple[int, float]]
+    ) -> None:
+        """Add one observation to the pending delta."""
+        pending = self._pending
+        pending.popularity[item] = pending.popularity.get(item, 0.0) + g
+        pending.trending[item] = pending.trending.get(item, 0.0) + gt
+        if cluster is not None:
             row = pending.cluster_popularity.setdefault(cluster, {})
             row[item] = row.get(item, 0.0) + g
-        amount = g
-        for source in previous[: self.transition_window]:
-            if source != item:
-                self.transitions.add(source, item, amount)
-                _bump(pending.transitions, source, item, amount)
-                if cluster is not None:
-                    self.cluster_transitions.add((cluster, source), item, amount)
-                    _bump(pending.cluster_transitions, (cluster, source), item, amount)
-            amount *= self.transition_distance_decay
+        for source, amount in pairs:
+            _bump(pending.transitions, source, item, amount)
+            if cluster is not None:
+                _bump(pending.cluster_transitions, (cluster, source), item, amount)
 
     def forget_cluster(self, cluster: int) -> None:
         """Drop the per-cluster counts of a retired cluster."""
@@ -331,6 +352,8 @@ class CollaborativeCounts:
     # ------------------------------------------------------------------ merge
     def pop_delta(self, item_id_of: Callable[[int], str]) -> CollaborativeDelta:
         """What changed since the last call, keyed by item id; resets the pending sums."""
+        if not self.track_deltas:
+            raise RuntimeError("these counts keep no deltas: build them with track_deltas=True")
         p, self._pending = self._pending, _Pending()
         ids = item_id_of
         return CollaborativeDelta(

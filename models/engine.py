@@ -106,6 +106,9 @@ class Engine:
         Global interest clusterer; ``None`` switches clustering off.
     clock
         Wall clock for ``emitted_at`` and latency only; never for event time.
+    ships_deltas
+        Keep the collaborative counts' changes for :meth:`CollaborativeCounts.pop_delta`
+        (a Kafka worker ships them to the other workers); off for an engine alone.
     """
 
     def __init__(
@@ -117,6 +120,7 @@ class Engine:
         clusterer: Clusterer | None = None,
         sequence_encoder: TextEncoderLike | None = None,
         clock: Callable[[], float] = time.time,
+        ships_deltas: bool = False,
     ) -> None:
         self.settings = settings
         if settings.blas_threads is not None:
@@ -134,6 +138,7 @@ class Engine:
             transition_distance_decay=settings.transition_distance_decay,
             transition_capacity=settings.transition_capacity,
             cluster_transition_capacity=settings.cluster_transition_capacity,
+            track_deltas=ships_deltas,
         )
         self.ranker = HybridRanker(
             BlendWeights(
@@ -169,6 +174,7 @@ class Engine:
         clusterer: Clusterer | None = None,
         in_memory: bool = False,
         clock: Callable[[], float] = time.time,
+        ships_deltas: bool = False,
     ) -> Engine:
         """An engine wired from settings.
 
@@ -203,6 +209,7 @@ class Engine:
             clusterer=clusterer,
             sequence_encoder=sequence_encoder,
             clock=clock,
+            ships_deltas=ships_deltas,
         )
 
     @staticmethod
@@ -469,35 +476,41 @@ class Engine:
         since = received_at if received_at is not None else started
         latency_ms = max(0.0, (emitted_at - since) * 1000.0)
         version = self.model_version
-        recs = []
         # model_construct: the engine's own values need no re-validation (1/4 of the time).
+        # A user's list and cluster are built once per batch and shared by the user's events.
+        parts: dict[str, tuple[ClusterInfo, list[RecommendedItem]]] = {}
+        for user_id, ranked_items in ranked.items():
+            u = users[user_id]
+            similarity = u.cluster_similarity
+            parts[user_id] = (
+                ClusterInfo.model_construct(
+                    id=u.cluster,
+                    similarity=round(similarity, 6) if similarity is not None else None,
+                    previous=u.previous_cluster,
+                ),
+                [
+                    RecommendedItem.model_construct(
+                        item_id=self.catalog.id_of(r.index),
+                        score=round(r.score, 6),
+                        source=r.source,
+                    )
+                    for r in ranked_items
+                ],
+            )
+        latency = round(latency_ms, 3)
+        recs = []
         for event in targets:
-            u = users[event.user_id]
+            cluster, items = parts[event.user_id]
             recs.append(
                 Recommendation.model_construct(
                     user_id=event.user_id,
                     event_id=event.event_id,
                     ts=event.ts,
                     emitted_at=emitted_at,
-                    cluster=ClusterInfo.model_construct(
-                        id=u.cluster,
-                        similarity=(
-                            round(u.cluster_similarity, 6)
-                            if u.cluster_similarity is not None
-                            else None
-                        ),
-                        previous=u.previous_cluster,
-                    ),
-                    items=[
-                        RecommendedItem.model_construct(
-                            item_id=self.catalog.id_of(r.index),
-                            score=round(r.score, 6),
-                            source=r.source,
-                        )
-                        for r in ranked[event.user_id]
-                    ],
+                    cluster=cluster,
+                    items=items,
                     model_version=version,
-                    latency_ms=round(latency_ms, 3),
+                    latency_ms=latency,
                 )
             )
         self.stats.recommendations += len(recs)

@@ -189,7 +189,9 @@ def build_worker_engine(
     if settings.clustering:
         params = Engine.make_clusterer(settings).params
         clusterer = DecayingCentroids(**params, role="worker")
-    return Engine.build(settings, encoder=encoder, store=store, clusterer=clusterer)
+    return Engine.build(
+        settings, encoder=encoder, store=store, clusterer=clusterer, ships_deltas=True
+    )
 
 
 @dataclass
