@@ -55,8 +55,11 @@ def user_facets(
         seeds.append(candidate)
         best_sim = np.maximum(best_sim, vectors @ vectors[candidate])
     centres = vectors[seeds].astype(np.float64)
+    previous = None
     for _ in range(rounds if len(seeds) > 1 else 1):
         assignment = np.argmax(vectors @ centres.T, axis=1)
+        if previous is not None and np.array_equal(assignment, previous):
+            break  # converged: another round would rebuild the same centres
         member = np.zeros((len(centres), n))
         member[assignment, np.arange(n)] = weights
         sums = member @ vectors
@@ -64,6 +67,7 @@ def user_facets(
         alive = norms[:, 0] > 0
         centres = sums[alive] / norms[alive]
         member = member[alive]
+        previous = assignment if alive.all() else None
     importance = member.sum(axis=1)
     importance = importance / importance.sum()
     order = np.argsort(-importance, kind="stable")

@@ -6,7 +6,14 @@ import numpy as np
 
 from models.collaborative import CollaborativeCounts
 from models.facets import user_facets
-from models.ranking import SOURCES, BlendWeights, HybridRanker, RankingRequest
+from models.ranking import (
+    SOURCES,
+    BlendWeights,
+    HybridRanker,
+    RankingRequest,
+    facet_shares,
+    facet_shares_many,
+)
 
 
 def _unit(rng, n, d):
@@ -130,3 +137,34 @@ def test_facets_serve_two_unrelated_interests():
     )
     top = {r.index for r in only_facets.rank([request], vectors, CollaborativeCounts(), k=10)[0]}
     assert top & set(range(40)) and top & set(range(40, 80))
+
+
+def _facet_shares_loop(similarity, importance, allowed, k):
+    """The per-facet reference: rank each facet's allowed items, keep each item's best score."""
+    out = np.zeros(similarity.shape[1])
+    depth = min(similarity.shape[1], 3 * k)
+    for f in range(len(similarity)):
+        cand = [i for i in np.argsort(-similarity[f], kind="stable") if allowed[i]][:depth]
+        share = max(float(importance[f]), 1e-6) * k
+        for rank, i in enumerate(cand):
+            out[i] = max(out[i], 1.0 / (1.0 + rank / share))
+    return out
+
+
+def test_batched_facet_shares_equal_one_user_at_a_time() -> None:
+
+    rng = np.random.default_rng(3)
+    n_users, n_items, k = 7, 40, 5
+    n_facets = rng.integers(1, 4, size=n_users)
+    similarity = rng.normal(size=(int(n_facets.sum()), n_items))
+    importance = rng.uniform(0.05, 1.0, size=len(similarity))
+    owners = np.repeat(np.arange(n_users), n_facets)
+    allowed = rng.uniform(size=(n_users, n_items)) > 0.3
+    batched = facet_shares_many(similarity, importance, owners, allowed, k)
+    for user in range(n_users):
+        rows = owners == user
+        expected = _facet_shares_loop(similarity[rows], importance[rows], allowed[user], k)
+        assert np.allclose(batched[user], expected)
+        assert np.allclose(
+            facet_shares(similarity[rows], importance[rows], allowed[user], k), expected
+        )
