@@ -189,8 +189,12 @@ async def measure(
     seconds: float = 20.0,
     device: str = "cpu",
     profile: str | None = None,
+    settings_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Throughput on a backlog, then latency at ``rate`` events/s, with ``workers`` workers."""
+    """Throughput on a backlog, then latency at ``rate`` events/s, with ``workers`` workers.
+
+    ``settings_env`` adds ``DRIFTREC_*`` variables to the workers' environment.
+    """
     token = uuid.uuid4().hex[:8]
     prefix, app_id = f"bench-{token}.", f"bench-{token}"
     settings = WorkerSettings(kafka_bootstrap=bootstrap, topic_prefix=prefix, partitions=partitions)
@@ -215,6 +219,7 @@ async def measure(
         DRIFTREC_LOG_LEVEL="warning",
         PYTHONUNBUFFERED="1",
     )
+    env.update(settings_env or {})
     group = Workers(workers, env, profile)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks=1)
     await producer.start()

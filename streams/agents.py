@@ -48,6 +48,7 @@ from models.collaborative import CollaborativeDelta
 from models.contracts import BehaviourEvent, CatalogItem, EventParser, Recommendation, RecordError
 from models.engine import Engine
 from models.remote_encoder import EncoderUnavailableError
+from streams.batching import take_events_adaptive
 from streams.dead_letters import DeadLetter, DeadLetterSink
 from streams.metrics import WorkerMetrics
 from streams.settings import WorkerSettings
@@ -604,16 +605,30 @@ async def events_agent(
     runtime: WorkerRuntime,
     recommendations: BatchPublisher,
     dead_letters: DeadLetterSink,
+    backlog: Callable[[], int] | None = None,
 ) -> None:
     """``events`` → engine → ``recommendations`` (keyed by user) and ``dead-letters``.
 
     The batch's events are acknowledged (and their offsets later committed)
     only once the broker has taken its recommendations: at-least-once.
+    ``backlog`` (events queued behind those processed) lets a batch wait up to
+    ``batch_backlog_within_s`` to fill while a backlog is queued, and only
+    ``batch_within_s`` when the worker is caught up.
     """
     settings = runtime.settings
     topic = settings.topic("recommendations")
     headers = [(WORKER_HEADER, runtime.worker_id.encode("utf-8"))]
-    async for batch in stream.take_events(settings.batch_max, within=settings.batch_within_s):
+    if backlog is None:
+        batches = stream.take_events(settings.batch_max, within=settings.batch_within_s)
+    else:
+
+        def within() -> float:
+            if backlog() >= settings.batch_max:
+                return settings.batch_backlog_within_s
+            return settings.batch_within_s
+
+        batches = take_events_adaptive(stream, settings.batch_max, within)
+    async for batch in batches:
         await runtime.wait_ready()
         outcome = await retry_while_encoder_unavailable(runtime.process_events, batch, settings)
         records = [(r.user_id.encode("utf-8"), r.to_json_bytes()) for r in outcome.recommendations]

@@ -31,7 +31,14 @@ from prometheus_client import (
 if TYPE_CHECKING:
     from streams.agents import WorkerRuntime
 
-__all__ = ["WorkerMetrics", "observe_consumer_lag", "readiness", "register_web_views"]
+__all__ = [
+    "WorkerMetrics",
+    "events_backlog",
+    "events_lag",
+    "observe_consumer_lag",
+    "readiness",
+    "register_web_views",
+]
 
 _LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 _SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
@@ -161,23 +168,36 @@ def readiness(app: Any, runtime: WorkerRuntime) -> dict[str, Any]:
     return checks
 
 
-def observe_consumer_lag(app: Any, runtime: WorkerRuntime) -> None:
-    """Set the lag gauge of each assigned events partition from its high watermark."""
+def events_lag(app: Any, runtime: WorkerRuntime) -> dict[Any, int]:
+    """Events queued behind the last one processed, per assigned events partition.
+
+    Partitions with nothing processed yet or no known high watermark are left out.
+    """
     events_topic = runtime.settings.topic("events")
     try:
         assignment = app.consumer.assignment()
     except Exception:  # the consumer is not started yet
-        return
+        return {}
+    lag = {}
     for tp in assignment:
         if tp.topic != events_topic:
             continue
         highwater = app.consumer.highwater(tp)
         last = runtime.last_offsets.get(tp.partition)
-        if highwater is None or last is None:
-            continue
-        runtime.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(
-            max(0, highwater - last - 1)
-        )
+        if highwater is not None and last is not None:
+            lag[tp] = max(0, highwater - last - 1)
+    return lag
+
+
+def events_backlog(app: Any, runtime: WorkerRuntime) -> int:
+    """Events queued on this worker's events partitions (the events agent's batching reads it)."""
+    return sum(events_lag(app, runtime).values())
+
+
+def observe_consumer_lag(app: Any, runtime: WorkerRuntime) -> None:
+    """Set the lag gauge of each assigned events partition from its high watermark."""
+    for tp, lag in events_lag(app, runtime).items():
+        runtime.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
 
 
 def register_web_views(app: Any, runtime: WorkerRuntime) -> None:

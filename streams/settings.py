@@ -125,7 +125,13 @@ class WorkerSettings(EngineSettings):
     )
     batch_max: int = Field(256, ge=1, description="Most events per engine call.")
     batch_within_s: float = Field(
-        0.01, gt=0, description="Longest wait for a batch to fill, seconds."
+        0.01, gt=0, description="Longest wait for a batch to fill when caught up, seconds."
+    )
+    batch_backlog_within_s: float = Field(
+        0.1,
+        gt=0,
+        description="Longest wait for a batch to fill while at least batch_max events are "
+        "queued (fuller batches cost less per event; queued events are late anyway).",
     )
     item_batch_max: int = Field(64, ge=1, description="Most catalogue records per encoder call.")
     encoder_failure: Literal["retry", "dead-letter"] = Field(

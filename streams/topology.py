@@ -56,7 +56,7 @@ from streams.agents import (
     ship_deltas,
 )
 from streams.dead_letters import DeadLetterSink
-from streams.metrics import WorkerMetrics, register_web_views
+from streams.metrics import WorkerMetrics, events_backlog, register_web_views
 from streams.settings import WorkerSettings
 from streams.table_store import FaustTableStore
 
@@ -290,7 +290,9 @@ def build_topology(
         # turns every large batch into a stall. Let one batch's worth through.
         buffer = app.producer.buffer
         buffer.max_messages = max(buffer.max_messages, 2 * settings.batch_max)
-        await events_agent(stream, runtime, publisher, dead_letters)
+        await events_agent(
+            stream, runtime, publisher, dead_letters, backlog=lambda: events_backlog(app, runtime)
+        )
 
     @app.agent(topics["items"], name="items")
     async def items(stream: Any) -> None:
