@@ -8,9 +8,9 @@ What other users did is held as forward-decayed sums (see
 * ``trending[i]`` — the same with the short ``trending_half_life_s``;
 * ``cluster_popularity[c][i]`` — popularity among users currently in cluster ``c``;
 * ``transitions[a][b]`` — how often ``b`` followed ``a`` in a user's stream,
-  counted from each of the user's last ``W`` items with weight ``0.5^(d-1)``
-  for the item ``d`` steps back (a session-kNN style signal), kept as a
-  bounded heavy-hitter row per source item;
+  counted from each of the user's last ``W`` items with weight ``δ^(d-1)``
+  for the item ``d`` steps back (``transition_distance_decay``; a
+  session-kNN style signal), kept as a bounded heavy-hitter row per source item;
 * ``cluster_transitions[(c, a)][b]`` — the same among users of cluster ``c``.
 
 Scores for a user read the transitions from each of the user's last ``m`` items
