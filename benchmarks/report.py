@@ -11,6 +11,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+KAFKA_COLUMNS = [
+    "workers", "backlog events/s", "events per CPU s", "mean batch",
+    "offered rate", "p50 ms", "p95 ms", "p99 ms", "max ms",
+]  # fmt: skip
 STAGE_NAMES = {
     "store_s": "window store",
     "encoder_s": "encoder",
@@ -288,41 +292,41 @@ def kafka_section(figures: dict[str, Any]) -> str:
             "`driftrec worker` subprocesses (pooled, MiniLM, 8 partitions) on the local "
             "single-node broker, synthetic shop. Throughput: a backlog published at once, "
             "first to last recommendation received. Latency: from just before each event's "
-            "send to its recommendation's arrival at a consumer, at a fixed offered rate. "
-            "All processes (broker, workers, load generator) share the same cores.",
+            "send to its recommendation's arrival at a consumer, at fixed offered rates "
+            "(20 s each). The mean batch mixes the backlog and the paced phases. "
+            "All processes (broker, workers, load generator) share the same cores: where "
+            "there are fewer than two cores per worker, the two-worker rows measure CPU "
+            "contention as much as scale-out (read them as a lower bound).",
             "",
             _table(
-                [
-                    "workers",
-                    "backlog events/s",
-                    "events per CPU s",
-                    "offered rate",
-                    "p50 ms",
-                    "p95 ms",
-                    "p99 ms",
-                    "max ms",
-                    "mean batch",
-                ],
+                KAFKA_COLUMNS,
                 [
                     [
-                        str(r["workers"]),
-                        f"{r['events_per_s']:,.0f}",
-                        f"{r['events_per_cpu_s']:,.0f}",
-                        f"{r['rate']:,.0f}/s",
-                        f"{r['latency_ms']['p50']:.1f}",
-                        f"{r['latency_ms']['p95']:.1f}",
-                        f"{r['latency_ms']['p99']:.1f}",
-                        f"{r['latency_ms']['max']:.1f}",
-                        f"{r['mean_batch']:.1f}" if r.get("mean_batch") else "-",
+                        *(
+                            [
+                                str(r["workers"]),
+                                f"{r['events_per_s']:,.0f}",
+                                f"{r['events_per_cpu_s']:,.0f}",
+                                f"{r['mean_batch']:.1f}" if r.get("mean_batch") else "-",
+                            ]
+                            if i == 0
+                            else ["", "", "", ""]
+                        ),
+                        f"{lat['rate']:,.0f}/s",
+                        f"{lat['p50']:.1f}",
+                        f"{lat['p95']:.1f}",
+                        f"{lat['p99']:.1f}",
+                        f"{lat['max']:.1f}",
                     ]
                     for r in rows
+                    for i, lat in enumerate(r["latency"])
                 ],
             ),
             "",
             _goal(
                 "≥ 2,000 events/s per worker and p99 ≤ 100 ms at 500 events/s "
                 f"(measured {goal['events_per_s_one_worker']:,.0f} events/s, "
-                f"p99 {goal['p99_ms_at_rate']:.0f} ms)",
+                f"p99 {goal['p99_ms_at_rate']:.0f} ms at {goal['rate']:,.0f}/s)",
                 goal["met"],
             ),
         ]

@@ -14,4 +14,6 @@ def test_kafka_benchmark_runs_one_and_two_workers(kafka_bootstrap: str) -> None:
     assert [r["workers"] for r in figures["rows"]] == [1, 2]
     for row in figures["rows"]:
         assert row["events_per_s"] > 0
-        assert 0 < row["latency_ms"]["p50"] <= row["latency_ms"]["p99"] <= row["latency_ms"]["max"]
+        (lat,) = row["latency"]
+        assert lat["rate"] == 50.0 and lat["offered"] > 0
+        assert 0 < lat["p50"] <= lat["p99"] <= lat["max"]
