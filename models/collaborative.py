@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from models.forward_decay import ForwardDecay
+from models.growable_vector import GrowableVector
 from models.successor_counts import SuccessorCounts
 
 __all__ = ["CollaborativeCounts", "CollaborativeDelta"]
@@ -123,30 +124,6 @@ class CollaborativeDelta:
             raise ValueError(f"malformed driftrec collaborative delta: {error!r}") from None
 
 
-class _Growable:
-    """A float64 vector over item indices that grows with the catalogue."""
-
-    __slots__ = ("values",)
-
-    def __init__(self, size: int = 0) -> None:
-        self.values = np.zeros(max(size, 16), np.float64)
-
-    def add(self, index: int, amount: float) -> None:
-        if index >= len(self.values):
-            grown = np.zeros(max(2 * len(self.values), index + 1), np.float64)
-            grown[: len(self.values)] = self.values
-            self.values = grown
-        self.values[index] += amount
-
-    def view(self, n_items: int) -> np.ndarray:
-        """The first ``n_items`` entries (zero-padded when the vector is shorter)."""
-        if len(self.values) >= n_items:
-            return self.values[:n_items]
-        out = np.zeros(n_items, np.float64)
-        out[: len(self.values)] = self.values
-        return out
-
-
 class CollaborativeCounts:
     """Decayed global and per-cluster popularity and item transitions.
 
@@ -202,9 +179,9 @@ class CollaborativeCounts:
         self.trending_decay = ForwardDecay(trending_half_life_s)
         self.transition_window = transition_window
         self.transition_distance_decay = transition_distance_decay
-        self.popularity = _Growable()
-        self.trending = _Growable()
-        self.cluster_popularity: dict[int, _Growable] = {}
+        self.popularity = GrowableVector()
+        self.trending = GrowableVector()
+        self.cluster_popularity: dict[int, GrowableVector] = {}
         self.transitions = SuccessorCounts(transition_capacity)
         self.cluster_transitions = SuccessorCounts(cluster_transition_capacity)
         self.track_deltas = track_deltas
@@ -233,7 +210,7 @@ class CollaborativeCounts:
         if cluster is not None:
             vec = self.cluster_popularity.get(cluster)
             if vec is None:
-                vec = self.cluster_popularity[cluster] = _Growable(len(self.popularity.values))
+                vec = self.cluster_popularity[cluster] = GrowableVector(len(self.popularity.values))
             vec.add(item, g)
         decay = self.transition_distance_decay
         pairs = [
@@ -391,7 +368,7 @@ class CollaborativeCounts:
         for item_id, v in delta.trending.items():
             self.trending.add(index_of(item_id), v * ft)
         for cluster, row in delta.cluster_popularity.items():
-            vec = self.cluster_popularity.setdefault(cluster, _Growable())
+            vec = self.cluster_popularity.setdefault(cluster, GrowableVector())
             for item_id, v in row.items():
                 vec.add(index_of(item_id), v * f)
         for source, row in delta.transitions.items():

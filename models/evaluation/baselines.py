@@ -41,6 +41,7 @@ import numpy as np
 
 from models.contracts import BehaviourEvent, CatalogItem
 from models.forward_decay import ForwardDecay
+from models.growable_vector import GrowableVector
 from models.settings import DAY_S, EngineSettings
 
 if TYPE_CHECKING:
@@ -106,29 +107,6 @@ def top_k_indices(scores: np.ndarray, k: int, tie_break: np.ndarray | None = Non
     return candidates[np.lexsort((candidates, -secondary[candidates], -scores[candidates]))]
 
 
-class _GrowableVector:
-    """A float64 vector over item indices that doubles as the catalogue grows."""
-
-    __slots__ = ("values",)
-
-    def __init__(self) -> None:
-        self.values = np.zeros(64, np.float64)
-
-    def add(self, index: int, amount: float) -> None:
-        if index >= len(self.values):
-            grown = np.zeros(max(2 * len(self.values), index + 1), np.float64)
-            grown[: len(self.values)] = self.values
-            self.values = grown
-        self.values[index] += amount
-
-    def dense(self, n_items: int) -> np.ndarray:
-        """A fresh copy of the first ``n_items`` entries."""
-        out = np.zeros(n_items, np.float64)
-        m = min(n_items, len(self.values))
-        out[:m] = self.values[:m]
-        return out
-
-
 class _SuccessorRow:
     """Exact weighted successor counts of one source item, as parallel arrays."""
 
@@ -190,7 +168,7 @@ class CatalogueRecommender:
         self._index: dict[str, int] = {}
         self.history: dict[str, list[int]] = {}
         self.consumed: dict[str, set[int]] = {}
-        self.popularity = _GrowableVector()
+        self.popularity = GrowableVector()
         added, texts = [], []
         for item in items:
             if item.item_id not in self._index:
@@ -322,7 +300,7 @@ class RecentPopularity(CatalogueRecommender):
             raise ValueError(f"half_life_s must be > 0 seconds, got {half_life_s!r}")
         self.half_life_s = half_life_s
         self._decay = ForwardDecay(half_life_s)
-        self._counts = _GrowableVector()
+        self._counts = GrowableVector()
         super().__init__(items, name=name)
 
     def parameters(self) -> dict[str, float]:
