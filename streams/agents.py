@@ -573,7 +573,10 @@ def _check_user_key(key: bytes | None, user_id: str) -> None:
 
 
 async def retry_while_encoder_unavailable(
-    process: Callable[[Sequence[Any]], Any], batch: Sequence[Any], settings: WorkerSettings
+    process: Callable[[Sequence[Any]], Any],
+    batch: Sequence[Any],
+    settings: WorkerSettings,
+    metrics: WorkerMetrics | None = None,
 ) -> Any:
     """``process(batch)``, tried again with backoff for as long as the encoder service is down.
 
@@ -583,13 +586,16 @@ async def retry_while_encoder_unavailable(
     meanwhile, so neither it nor a later batch is acknowledged and their
     offsets are not committed while it waits
     (Faust acknowledges a ``take_events`` batch when the agent asks for the
-    next one). The waits are asynchronous: heartbeats and web views go on.
+    next one). The waits are asynchronous: heartbeats and web views go on, and
+    ``metrics.encoder_available`` reads 0 until the service answers again.
     """
     delay_s = max(settings.encoder_backoff_s, 0.1)
     while True:
         try:
-            return process(batch)
+            outcome = process(batch)
         except EncoderUnavailableError as error:
+            if metrics is not None:
+                metrics.encoder_available.set(0)
             logger.warning(
                 "encoder unavailable; trying the batch of %d records again in %.1f s: %s",
                 len(batch),
@@ -598,6 +604,10 @@ async def retry_while_encoder_unavailable(
             )
             await asyncio.sleep(delay_s)
             delay_s = min(2 * delay_s, settings.encoder_retry_max_s)
+        else:
+            if metrics is not None:
+                metrics.encoder_available.set(1)
+            return outcome
 
 
 async def events_agent(
@@ -630,7 +640,9 @@ async def events_agent(
         batches = take_events_adaptive(stream, settings.batch_max, within)
     async for batch in batches:
         await runtime.wait_ready()
-        outcome = await retry_while_encoder_unavailable(runtime.process_events, batch, settings)
+        outcome = await retry_while_encoder_unavailable(
+            runtime.process_events, batch, settings, runtime.metrics
+        )
         records = [(r.user_id.encode("utf-8"), r.to_json_bytes()) for r in outcome.recommendations]
         delay_s = 0.5
         while True:  # the batch is acknowledged only once its recommendations are out
@@ -657,7 +669,9 @@ async def items_agent(
     """``items`` → encoder (once per text) → ``item-vectors`` (compacted)."""
     settings = runtime.settings
     async for batch in stream.take_events(settings.item_batch_max, within=0.05):
-        outcome = await retry_while_encoder_unavailable(runtime.encode_items, batch, settings)
+        outcome = await retry_while_encoder_unavailable(
+            runtime.encode_items, batch, settings, runtime.metrics
+        )
         for key, value in outcome.vector_records:
             await item_vectors.send(key=key, value=value)
         await dead_letters.send(outcome.dead_letters)

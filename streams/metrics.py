@@ -132,6 +132,12 @@ class WorkerMetrics:
         self.catalog_items = Gauge(
             "driftrec_catalog_items", "Recommendable items in the catalogue.", registry=r
         )
+        self.encoder_available = Gauge(
+            "driftrec_encoder_available",
+            "0 while the encoder service is down and batches wait for it, else 1.",
+            registry=r,
+        )
+        self.encoder_available.set(1)
         self.consumer_lag = Gauge(
             "driftrec_consumer_lag",
             "Events not yet processed, per assigned events partition.",

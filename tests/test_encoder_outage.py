@@ -99,7 +99,15 @@ def test_retry_policy_raises_then_the_batch_is_retried_until_the_encoder_answers
     assert len(rt.window_store.table) == 0
 
     encoder.failures = 3
-    outcome = asyncio.run(retry_while_encoder_unavailable(rt.process_events, batch, rt.settings))
+    availability = []  # the gauge as each try starts
+
+    def process(records: Sequence[Event]) -> Any:
+        availability.append(rt.metrics.registry.get_sample_value("driftrec_encoder_available"))
+        return rt.process_events(records)
+
+    outcome = asyncio.run(retry_while_encoder_unavailable(process, batch, rt.settings, rt.metrics))
+    assert availability == [1.0, 0.0, 0.0, 0.0]  # up, then down while the service fails
+    assert rt.metrics.registry.get_sample_value("driftrec_encoder_available") == 1.0
     assert encoder.calls == 1 + 4
     assert outcome.dead_letters == []
     assert [r.event_id for r in outcome.recommendations] == [f"e{i}" for i in range(6)]
