@@ -218,6 +218,9 @@ def build_topology(
     """
     import faust
 
+    from streams import faust_fixes
+
+    faust_fixes.apply()
     partitions = events_partitions or settings.partitions
     app = faust.App(
         settings.app_id,
@@ -291,7 +294,12 @@ def build_topology(
         buffer = app.producer.buffer
         buffer.max_messages = max(buffer.max_messages, 2 * settings.batch_max)
         await events_agent(
-            stream, runtime, publisher, dead_letters, backlog=lambda: events_backlog(app, runtime)
+            stream,
+            runtime,
+            publisher,
+            dead_letters,
+            backlog=lambda: events_backlog(app, runtime),
+            generation=lambda: app.consumer_generation_id,
         )
 
     @app.agent(topics["items"], name="items")
