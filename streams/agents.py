@@ -211,6 +211,9 @@ class WorkerRuntime:
         self.counts_loaded = asyncio.Event()
         #: Last processed offset of each events partition (consumer lag).
         self.last_offsets: dict[int, int] = {}
+        #: Deltas popped from the engine but not yet acknowledged by the broker, oldest first.
+        self.outbox: list[tuple[str, bytes]] = []
+        self._offsets_seen: dict[int, tuple[int, int]] = {}
         self._encoder_s = engine.stats.encoder_s
 
     # ------------------------------------------------------------------ readiness
@@ -419,23 +422,83 @@ class WorkerRuntime:
             collab_bytes = counts_delta.to_bytes()
         return cluster_bytes, collab_bytes
 
+    def stage_deltas(self) -> list[tuple[str, bytes]]:
+        """Move the engine's new deltas to the :attr:`outbox`; what is waiting to be shipped.
+
+        A delta leaves the outbox only through :meth:`shipped`, once the broker
+        has acknowledged it, so a send that fails keeps it for the next try.
+        """
+        cluster_bytes, collab_bytes = self.pop_deltas()
+        for kind, value in (("cluster", cluster_bytes), ("collab", collab_bytes)):
+            if value is not None:
+                self.outbox.append((kind, value))
+        return list(self.outbox)
+
+    def shipped(self, kind: str, value: bytes) -> None:
+        """The broker has acknowledged ``value``: forget it and count it."""
+        for index, (k, v) in enumerate(self.outbox):
+            if k == kind and v is value:
+                del self.outbox[index]
+                break
+        self.metrics.deltas_sent.labels(kind=kind).inc()
+        self.metrics.delta_bytes.labels(kind=kind).inc(len(value))
+
+    def check_offsets(self, batch: Sequence[Any], generation: int) -> int:
+        """Count offsets of the events partitions that a batch skipped; log each skip.
+
+        Within one consumer generation, a partition's records must arrive
+        without holes: a hole means the consumer moved past records that were
+        never handed to the agent (what the recovery race fixed in
+        :mod:`streams.faust_fixes` did), or the topic holds transaction
+        markers or was compacted. Either way operators should know: it is
+        logged and counted in ``driftrec_offsets_skipped_total``.
+        """
+        skipped = 0
+        seen = self._offsets_seen
+        for event in batch:
+            message = event.message
+            partition, offset = message.partition, message.offset
+            previous = seen.get(partition)
+            if previous is not None and previous[0] == generation and offset > previous[1] + 1:
+                gap = offset - previous[1] - 1
+                skipped += gap
+                logger.error(
+                    "events partition %d: offsets %d..%d were skipped by the consumer "
+                    "(never handed to the events agent)",
+                    partition,
+                    previous[1] + 1,
+                    offset - 1,
+                )
+            if previous is None or previous[0] != generation or offset > previous[1]:
+                seen[partition] = (generation, offset)
+        if skipped:
+            self.metrics.offsets_skipped.inc(skipped)
+        return skipped
+
     def merge_cluster_deltas(self, batch: Sequence[Any]) -> tuple[bytes | None, list[DeadLetter]]:
         """Merge workers' deltas into the authoritative model; its new snapshot, if it changed."""
         letters: list[DeadLetter] = []
         deltas: list[ClusterDelta] = []
+        authority = self._authority()
+        dim: int | None = None
         for event in batch:
+            # Each record on its own: a delta that does not decode, or does not fit the
+            # model (another half-life, another dimension), is dead-lettered alone.
             try:
-                deltas.append(ClusterDelta.from_bytes(event.message.value or b""))
+                delta = ClusterDelta.from_bytes(event.message.value or b"")
+                authority.check_delta(delta)
+                if delta.dim is not None and dim is not None and delta.dim != dim:
+                    raise ValueError(
+                        f"delta holds {delta.dim}-d sums, the other deltas of its batch {dim}-d"
+                    )
             except ValueError as error:
                 letters.append(self._dead_letter(event.message, error))
+                continue
+            dim = delta.dim if delta.dim is not None else dim
+            deltas.append(delta)
         if not deltas:
             return None, letters
-        authority = self._authority()
-        try:
-            authority.apply_delta(reduce(ClusterDelta.merge, deltas))
-        except ValueError as error:  # e.g. a worker configured with another half-life
-            letters += [self._dead_letter(event.message, error) for event in batch]
-            return None, letters
+        authority.apply_delta(reduce(ClusterDelta.merge, deltas))
         authority.pop_events()
         self.metrics.deltas_applied.labels(kind="cluster").inc(len(deltas))
         return authority.snapshot().to_bytes(), letters
@@ -616,6 +679,7 @@ async def events_agent(
     recommendations: BatchPublisher,
     dead_letters: DeadLetterSink,
     backlog: Callable[[], int] | None = None,
+    generation: Callable[[], int] = lambda: 0,
 ) -> None:
     """``events`` → engine → ``recommendations`` (keyed by user) and ``dead-letters``.
 
@@ -623,7 +687,8 @@ async def events_agent(
     only once the broker has taken its recommendations: at-least-once.
     ``backlog`` (events queued behind those processed) lets a batch wait up to
     ``batch_backlog_within_s`` to fill while a backlog is queued, and only
-    ``batch_within_s`` when the worker is caught up.
+    ``batch_within_s`` when the worker is caught up. ``generation`` (the
+    consumer group generation) scopes :meth:`WorkerRuntime.check_offsets`.
     """
     settings = runtime.settings
     topic = settings.topic("recommendations")
@@ -639,6 +704,7 @@ async def events_agent(
 
         batches = take_events_adaptive(stream, settings.batch_max, within)
     async for batch in batches:
+        runtime.check_offsets(batch, generation())
         await runtime.wait_ready()
         outcome = await retry_while_encoder_unavailable(
             runtime.process_events, batch, settings, runtime.metrics
@@ -689,18 +755,32 @@ async def model_agent(
         await dead_letters.send(letters)
 
 
-async def ship_deltas(runtime: WorkerRuntime, cluster_deltas: Any, collab_deltas: Any) -> None:
-    """Send this worker's clusterer and counts deltas (a timer, every ``delta_interval_s``)."""
-    cluster_bytes, collab_bytes = runtime.pop_deltas()
+async def ship_deltas(runtime: WorkerRuntime, cluster_deltas: Any, collab_deltas: Any) -> bool:
+    """Send this worker's clusterer and counts deltas (a timer, every ``delta_interval_s``).
+
+    Deltas go out oldest first and each is forgotten only once the broker
+    acknowledged it; when a send fails, it and the deltas after it stay in
+    the runtime's outbox for the next call. Returns whether the outbox is empty.
+    """
     key = runtime.incarnation.encode("utf-8")
-    for kind, topic, value in (
-        ("cluster", cluster_deltas, cluster_bytes),
-        ("collab", collab_deltas, collab_bytes),
-    ):
-        if value is not None:
-            await topic.send(key=key, value=value)
-            runtime.metrics.deltas_sent.labels(kind=kind).inc()
-            runtime.metrics.delta_bytes.labels(kind=kind).inc(len(value))
+    topics = {"cluster": cluster_deltas, "collab": collab_deltas}
+    for kind, value in runtime.stage_deltas():
+        try:
+            delivery = await topics[kind].send(key=key, value=value)
+            await delivery  # the broker's acknowledgement
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            logger.warning(
+                "could not ship a %s delta (%d bytes; %d deltas wait): %r",
+                kind,
+                len(value),
+                len(runtime.outbox),
+                error,
+            )
+            return False
+        runtime.shipped(kind, value)
+    return True
 
 
 # --------------------------------------------------------------------------- publishing

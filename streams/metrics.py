@@ -98,6 +98,12 @@ class WorkerMetrics:
         self.delta_bytes = Counter(
             "driftrec_delta_bytes", "Bytes of deltas shipped, by kind.", ["kind"], registry=r
         )
+        self.offsets_skipped = Counter(
+            "driftrec_offsets_skipped",
+            "Events-topic offsets the consumer moved past without handing them to the events "
+            "agent (transaction markers, compaction, or a consumer defect: see the log).",
+            registry=r,
+        )
         self.deltas_applied = Counter(
             "driftrec_deltas_applied", "Deltas merged or applied, by kind.", ["kind"], registry=r
         )

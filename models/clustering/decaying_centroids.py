@@ -1000,6 +1000,21 @@ class DecayingCentroids:
             return row
         return None
 
+    def check_delta(self, delta: ClusterDelta) -> None:
+        """Raise ``ValueError`` if ``delta`` cannot be applied to this model.
+
+        A delta made under another half-life (its forward-decayed sums do not
+        add to ours) or of another dimension (a worker with another encoder)
+        is refused with the reason, before anything changes, so that one bad
+        delta never holds back the good ones beside it.
+        """
+        _check_same_half_life(self.half_life_s, delta.half_life_s, "delta")
+        if delta.dim is not None and self._dim is not None and delta.dim != self._dim:
+            raise ValueError(
+                f"delta holds {delta.dim}-d sums, this model {self._dim}-d clusters "
+                "(a worker with another encoder?)"
+            )
+
     def apply_delta(self, delta: ClusterDelta) -> None:
         """Merge a worker's delta into this authoritative model, then bump :attr:`version`.
 

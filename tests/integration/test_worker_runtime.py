@@ -7,18 +7,25 @@ the engine, the encoder (MiniLM) and the clusterer are the real ones.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 import numpy as np
 import pytest
 
+from models.clustering.decaying_centroids import ClusterDelta
 from models.contracts import RecordError
 from models.engine import Engine
 from models.settings import EngineSettings
 from models.state_store import MemoryStore
 from models.synthetic_shop import synthetic_shop
-from streams.agents import WorkerRuntime, decode_item_vector, encode_item_vector
+from streams.agents import (
+    WorkerRuntime,
+    decode_item_vector,
+    encode_item_vector,
+    ship_deltas,
+)
 from streams.dead_letters import DeadLetter
 from streams.metrics import WorkerMetrics
 from streams.settings import WorkerSettings
@@ -256,3 +263,62 @@ def test_an_event_may_name_an_item_before_the_catalogue_does(minilm_encoder: Any
     assert not catalog.is_provisional("late-item")
     assert catalog.text_of(index) == item.render_text()
     np.testing.assert_allclose(catalog.vectors[index], vector / np.linalg.norm(vector), atol=1e-6)
+
+
+def test_one_incompatible_cluster_delta_is_dead_lettered_alone(minilm_encoder: Any) -> None:
+    """A delta from a worker with another half-life must not take the good deltas down with it."""
+    a, b = with_catalog(runtime(minilm_encoder, "a")), with_catalog(runtime(minilm_encoder, "b"))
+    odd = with_catalog(runtime(minilm_encoder, "odd", cluster_half_life_s=3600.0))
+    users = sorted({e.user_id for e in SHOP.events})
+    for rt, share in ((a, users[::3]), (b, users[1::3]), (odd, users[2::3])):
+        rt.process_events(event_records([e for e in SHOP.events if e.user_id in share]))
+    deltas = [(rt.incarnation.encode(), rt.pop_deltas()[0]) for rt in (a, odd, b)]
+    assert all(value is not None for _, value in deltas)
+    snapshot, letters = a.merge_cluster_deltas(records("driftrec.cluster-deltas", deltas))
+    assert [(d.offset, d.error_type) for d in letters] == [(1, "ValueError")]
+    assert "half_life_s=3600" in letters[0].error
+    assert snapshot is not None and a.authority is not None and a.authority.version == 1
+    assert a.authority.n_clusters >= 1
+
+
+class FlakyTopic:
+    """A topic whose first ``failures`` sends fail, as a broker that is away would."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.sent: list[tuple[bytes, bytes]] = []
+
+    async def send(self, *, key: bytes, value: bytes) -> Any:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("broker unreachable")
+        self.sent.append((key, value))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+def test_deltas_are_kept_until_the_broker_has_them(minilm_encoder: Any) -> None:
+    rt = with_catalog(runtime(minilm_encoder, "w1"))
+    rt.process_events(event_records(SHOP.events[:40]))
+    cluster_topic, collab_topic = FlakyTopic(failures=1), FlakyTopic(failures=0)
+    assert not asyncio.run(ship_deltas(rt, cluster_topic, collab_topic))
+    assert [kind for kind, _ in rt.outbox] == ["cluster", "collab"]  # nothing forgotten
+    rt.process_events(event_records(SHOP.events[40:60], start=40))
+    assert asyncio.run(ship_deltas(rt, cluster_topic, collab_topic))
+    assert rt.outbox == []
+    # Both rounds reached the broker, oldest first: one delta each, then the newer ones.
+    assert len(cluster_topic.sent) == 2 and len(collab_topic.sent) == 2
+    first = ClusterDelta.from_bytes(cluster_topic.sent[0][1])
+    assert first.n_points > 0
+
+
+def test_skipped_offsets_are_counted_within_a_generation(minilm_encoder: Any) -> None:
+    rt = runtime(minilm_encoder, "w1")
+    batch = event_records(SHOP.events[:3])  # offsets 0, 1, 2
+    assert rt.check_offsets(batch, generation=1) == 0
+    assert rt.check_offsets(event_records(SHOP.events[:2], start=7), generation=1) == 4
+    assert rt.metrics.offsets_skipped._value.get() == 4
+    # A replay (lower offsets) or a new generation (a rebalance, a seek) is no hole.
+    assert rt.check_offsets(event_records(SHOP.events[:2], start=3), generation=1) == 0
+    assert rt.check_offsets(event_records(SHOP.events[:2], start=50), generation=2) == 0
