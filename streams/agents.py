@@ -27,14 +27,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import inspect
 import json
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import reduce
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from aiokafka.partitioner import murmur2
@@ -71,6 +74,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 #: Header naming the worker that emitted a recommendation (outside the JSON contract).
 WORKER_HEADER = "driftrec-worker"
@@ -151,6 +155,18 @@ class ItemsOutcome:
     dead_letters: list[DeadLetter] = field(default_factory=list)
 
 
+@dataclass
+class _EventsWork:
+    """One events batch on its way through the runtime: parsed, then run, then published."""
+
+    received_at: float
+    valid: list[BehaviourEvent]
+    sources: list[Any]
+    owners: dict[str, Any]
+    outcome: EventsOutcome
+    recommendations: list[Recommendation] = field(default_factory=list)
+
+
 # --------------------------------------------------------------------------- runtime
 
 
@@ -214,6 +230,9 @@ class WorkerRuntime:
         #: Deltas popped from the engine but not yet acknowledged by the broker, oldest first.
         self.outbox: list[tuple[str, bytes]] = []
         self._offsets_seen: dict[int, tuple[int, int]] = {}
+        #: Held by whatever uses the engine from the event loop, so engine calls never overlap.
+        self.engine_lock = asyncio.Lock()
+        self._engine_thread = ThreadPoolExecutor(1, thread_name_prefix="driftrec-engine")
         self._encoder_s = engine.stats.encoder_s
 
     # ------------------------------------------------------------------ readiness
@@ -261,6 +280,34 @@ class WorkerRuntime:
             for record, error in failures
         ]
 
+    # ------------------------------------------------------------------ the engine thread
+    async def run_in_engine_thread(self, work: Callable[[], _T]) -> _T:
+        """``work()`` — anything that uses the engine — in the engine thread, under the lock.
+
+        The engine is synchronous (its encoder calls may take seconds: a model
+        on a CPU, a remote service timing out and backing off); run on the
+        event loop they would stop Faust's heartbeats and web views with them.
+        """
+        async with self.engine_lock:
+            return await self._in_engine_thread(work)
+
+    async def _in_engine_thread(self, work: Callable[..., _T], *args: Any) -> _T:
+        future = asyncio.get_running_loop().run_in_executor(self._engine_thread, work, *args)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            # The thread cannot be stopped: let it finish before the caller's
+            # cleanup (the table writes of an owners() block) runs, then go on
+            # being cancelled. The wait is bounded by the encoder's timeouts.
+            while not future.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait([future])
+            raise
+
+    def close(self) -> None:
+        """Let the engine thread go (after its current work)."""
+        self._engine_thread.shutdown(wait=False)
+
     # ------------------------------------------------------------------ events
     def parse_events(
         self, batch: Sequence[Any]
@@ -290,39 +337,75 @@ class WorkerRuntime:
         encoder service is no fault of the events: with ``encoder_failure=retry``
         :class:`EncoderUnavailableError` propagates (the agent tries the batch
         again later), with ``dead-letter`` every event of the batch is
-        dead-lettered with the reason.
+        dead-lettered with the reason. The engine runs in the calling thread;
+        the worker's agent uses :meth:`process_events_off_loop`.
         """
+        work = self._prepare_events(batch)
+        if work.valid:
+            with self.window_store.owners(work.owners):
+                self._run_engine(work)
+        return self._finish_events(work)
+
+    async def process_events_off_loop(self, batch: Sequence[Any]) -> EventsOutcome:
+        """:meth:`process_events` with the engine's work in the engine thread.
+
+        Parsing, the table reads (on entering :meth:`FaustTableStore.owners`)
+        and the table writes (on leaving it) stay on the event loop; the
+        engine — encoder calls included, local or remote, with their timeouts
+        and backoff — runs in :meth:`run_in_engine_thread`, so a slow or hung
+        encoder never stops heartbeats, ``/healthz`` or rebalances.
+        """
+        work = self._prepare_events(batch)
+        if work.valid:
+            async with self.engine_lock:
+                with self.window_store.owners(work.owners):
+                    await self._in_engine_thread(self._run_engine, work)
+        return self._finish_events(work)
+
+    def _prepare_events(self, batch: Sequence[Any]) -> _EventsWork:
         received_at = self.clock()
         self.metrics.events_in.inc(len(batch))
         for event in batch:
             self.last_offsets[event.message.partition] = event.message.offset
         valid, sources, letters = self.parse_events(batch)
-        outcome = EventsOutcome(dead_letters=letters)
-        if not valid:
-            return outcome
         owners = {e.user_id: source for e, source in zip(valid, sources, strict=True)}
+        return _EventsWork(received_at, valid, sources, owners, EventsOutcome(dead_letters=letters))
+
+    def _run_engine(self, work: _EventsWork) -> None:
+        valid, sources, outcome, received_at = (
+            work.valid,
+            work.sources,
+            work.outcome,
+            work.received_at,
+        )
         started = time.perf_counter()
-        with self.window_store.owners(owners):
-            try:
-                recommendations = self.engine.process(valid, received_at=received_at)
-            except EncoderUnavailableError as error:
-                if self.settings.encoder_failure == "retry":
-                    raise
-                logger.error("encoder unavailable; dead-lettering %d events: %s", len(valid), error)
-                recommendations = []
-                outcome.dead_letters += [self._dead_letter(s.message, error) for s in sources]
-            except Exception:
-                logger.exception(
-                    "engine failed on a batch of %d events; retrying one by one", len(valid)
-                )
-                recommendations = []
-                for event, source in zip(valid, sources, strict=True):
-                    try:
-                        recommendations += self.engine.process([event], received_at=received_at)
-                    except Exception as error:
-                        self._raise_if_retrying(error)
-                        outcome.dead_letters.append(self._dead_letter(source.message, error))
+        try:
+            recommendations = self.engine.process(valid, received_at=received_at)
+        except EncoderUnavailableError as error:
+            if self.settings.encoder_failure == "retry":
+                raise
+            logger.error("encoder unavailable; dead-lettering %d events: %s", len(valid), error)
+            recommendations = []
+            outcome.dead_letters += [self._dead_letter(s.message, error) for s in sources]
+        except Exception:
+            logger.exception(
+                "engine failed on a batch of %d events; retrying one by one", len(valid)
+            )
+            recommendations = []
+            for event, source in zip(valid, sources, strict=True):
+                try:
+                    recommendations += self.engine.process([event], received_at=received_at)
+                except Exception as error:
+                    self._raise_if_retrying(error)
+                    outcome.dead_letters.append(self._dead_letter(source.message, error))
+        work.recommendations = recommendations
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
+
+    def _finish_events(self, work: _EventsWork) -> EventsOutcome:
+        outcome = work.outcome
+        if not work.valid:
+            return outcome
+        valid, sources, recommendations = work.valid, work.sources, work.recommendations
         timestamp_of = {e.user_id: s.message.timestamp for e, s in zip(valid, sources, strict=True)}
         if self.settings.emit_per == "event" and len(recommendations) == len(valid):
             outcome.source_timestamps = [s.message.timestamp for s in sources]
@@ -636,7 +719,7 @@ def _check_user_key(key: bytes | None, user_id: str) -> None:
 
 
 async def retry_while_encoder_unavailable(
-    process: Callable[[Sequence[Any]], Any],
+    process: Callable[[Sequence[Any]], Any],  # returns the outcome, or an awaitable of it
     batch: Sequence[Any],
     settings: WorkerSettings,
     metrics: WorkerMetrics | None = None,
@@ -656,6 +739,8 @@ async def retry_while_encoder_unavailable(
     while True:
         try:
             outcome = process(batch)
+            if inspect.isawaitable(outcome):
+                outcome = await outcome
         except EncoderUnavailableError as error:
             if metrics is not None:
                 metrics.encoder_available.set(0)
@@ -707,7 +792,7 @@ async def events_agent(
         runtime.check_offsets(batch, generation())
         await runtime.wait_ready()
         outcome = await retry_while_encoder_unavailable(
-            runtime.process_events, batch, settings, runtime.metrics
+            runtime.process_events_off_loop, batch, settings, runtime.metrics
         )
         records = [(r.user_id.encode("utf-8"), r.to_json_bytes()) for r in outcome.recommendations]
         delay_s = 0.5
@@ -736,7 +821,10 @@ async def items_agent(
     settings = runtime.settings
     async for batch in stream.take_events(settings.item_batch_max, within=0.05):
         outcome = await retry_while_encoder_unavailable(
-            runtime.encode_items, batch, settings, runtime.metrics
+            lambda records: runtime.run_in_engine_thread(lambda: runtime.encode_items(records)),
+            batch,
+            settings,
+            runtime.metrics,
         )
         for key, value in outcome.vector_records:
             await item_vectors.send(key=key, value=value)
@@ -764,7 +852,9 @@ async def ship_deltas(runtime: WorkerRuntime, cluster_deltas: Any, collab_deltas
     """
     key = runtime.incarnation.encode("utf-8")
     topics = {"cluster": cluster_deltas, "collab": collab_deltas}
-    for kind, value in runtime.stage_deltas():
+    async with runtime.engine_lock:  # the engine thread is idle while the lock is held
+        staged = runtime.stage_deltas()
+    for kind, value in staged:
         try:
             delivery = await topics[kind].send(key=key, value=value)
             await delivery  # the broker's acknowledgement
@@ -902,6 +992,10 @@ class BroadcastReader:
         An event to wait for before reading (e.g. the catalogue before the counts).
     caught_up
         The event to set once caught up (a new one by default).
+    runner
+        Runs the handling of each fetch, given as a function without arguments
+        (the worker passes :meth:`WorkerRuntime.run_in_engine_thread`: the
+        handlers change the engine); by default it runs inline.
     """
 
     def __init__(
@@ -913,8 +1007,10 @@ class BroadcastReader:
         on_errors: Callable[[list[tuple[Any, BaseException]]], Awaitable[None]] | None = None,
         start_after: asyncio.Event | None = None,
         caught_up: asyncio.Event | None = None,
+        runner: Callable[[Callable[[], None]], Awaitable[None]] | None = None,
     ) -> None:
         self.settings = settings
+        self.runner = runner
         self.topic = topic
         self.handle = handle
         self.on_errors = on_errors
@@ -970,9 +1066,17 @@ class BroadcastReader:
             while True:
                 batches = await consumer.getmany(timeout_ms=200, max_records=1000)
                 failures: list[tuple[Any, BaseException]] = []
-                for records in batches.values():
-                    for record in records:
-                        self._handle(record, failures)
+                if batches:
+
+                    def handle_all(fetched: dict = batches, failed: list = failures) -> None:
+                        for records in fetched.values():
+                            for record in records:
+                                self._handle(record, failed)
+
+                    if self.runner is None:
+                        handle_all()
+                    else:
+                        await self.runner(handle_all)
                 if failures:
                     await self._report(failures)
                 if not self.caught_up.is_set():

@@ -94,9 +94,13 @@ class FaustTableStore:
     though not across owners; the events agent acknowledges its Kafka records
     only after the batch, so a crash replays the whole batch (at-least-once).
 
-    Inside :meth:`owners` the store reads each bound owner's entry once and
-    serves later reads from that copy, so an engine batch costs one table read
-    and one table write per user.
+    Inside :meth:`owners` the store reads every bound owner's entry when the
+    block opens, serves all reads from those copies and keeps all writes until
+    the block closes, then writes each changed owner once: an engine batch
+    costs one table read and one table write per user, and the engine's own
+    work inside the block touches no Faust object — so the worker can run it
+    in a thread, off the event loop, while the table (whose changelog
+    producer belongs to the loop) is only read and written on the loop.
 
     Parameters
     ----------
@@ -126,19 +130,38 @@ class FaustTableStore:
         self._needs_partition = _is_faust_collection(table)
         self._events: Mapping[str, Any] = {}
         self._cached: dict[str, dict[str, bytes]] | None = None
+        self._dirty: set[str] = set()
         self._closed = False
 
     # ------------------------------------------------------------------ binding
     @contextmanager
     def owners(self, events_by_owner: Mapping[str, Any]) -> Iterator[None]:
-        """Bind each owner to a Faust event of its partition for the duration of the block."""
+        """Bind each owner to a Faust event of its partition for the duration of the block.
+
+        The owners' entries are read on entry; writes inside the block are kept
+        and written to the table on exit (also when the block raised: what the
+        engine wrote before failing is kept, as it would be without deferral).
+        """
         if self._cached is not None:
             raise RuntimeError("FaustTableStore.owners() blocks do not nest")
-        self._events, self._cached = events_by_owner, {}
+        self._events, self._cached, self._dirty = events_by_owner, {}, set()
         try:
+            for owner in events_by_owner:
+                self._load(owner)
             yield
         finally:
-            self._events, self._cached = {}, None
+            try:
+                self._flush()
+            finally:
+                self._events, self._cached, self._dirty = {}, None, set()
+
+    def _flush(self) -> None:
+        cached = self._cached
+        if cached is None:
+            return
+        for owner in sorted(self._dirty):
+            self._write_table(owner, cached[owner])
+        self._dirty.clear()
 
     @contextmanager
     def _partition_of(self, owner: str, *, writing: bool) -> Iterator[None]:
@@ -177,14 +200,19 @@ class FaustTableStore:
         return fields
 
     def _store(self, owner: str, fields: dict[str, bytes]) -> None:
+        if self._cached is not None and owner in self._events:
+            self._cached[owner] = fields  # written once, when the owners() block closes
+            self._dirty.add(owner)
+            return
+        self._write_table(owner, fields)
+
+    def _write_table(self, owner: str, fields: dict[str, bytes]) -> None:
         key = owner.encode("utf-8")
         with self._partition_of(owner, writing=True):
             if fields:
                 self.table[key] = pack_fields(fields)
             elif key in self.table:
                 del self.table[key]
-        if self._cached is not None and owner in self._events:
-            self._cached[owner] = fields
 
     # ------------------------------------------------------------------ StateStore
     def get(self, key: str) -> bytes | None:

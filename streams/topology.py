@@ -233,6 +233,8 @@ def build_topology(
         table_standby_replicas=settings.standby_replicas,
         consumer_auto_offset_reset=settings.auto_offset_reset,
         broker_commit_interval=settings.commit_interval_s,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
         producer_max_request_size=settings.max_message_bytes,
         web_enabled=settings.web_enabled,
         web_bind=settings.web_host,
@@ -323,6 +325,7 @@ def build_topology(
         """Ship what is still pending, so a restart (which replays the deltas) misses nothing."""
         await ship_deltas(runtime, topics["cluster_deltas"], topics["collab_deltas"])
         await publisher.stop()
+        runtime.close()
         gc.unfreeze()  # let the interpreter's last collection free everything
 
     @app.task
@@ -348,6 +351,7 @@ def build_topology(
             runtime.apply_item_vector,
             on_errors=report,
             caught_up=runtime.catalog_loaded,
+            runner=runtime.run_in_engine_thread,
         ),
         "collab_deltas": BroadcastReader(
             settings,
@@ -356,6 +360,7 @@ def build_topology(
             on_errors=report,
             start_after=runtime.catalog_loaded,
             caught_up=runtime.counts_loaded,
+            runner=runtime.run_in_engine_thread,
         ),
     }
     if engine.clusterer is not None:
@@ -366,6 +371,7 @@ def build_topology(
             on_errors=report,
             start_after=runtime.catalog_loaded,
             caught_up=runtime.model_loaded,
+            runner=runtime.run_in_engine_thread,
         )
     else:
         runtime.model_loaded.set()
