@@ -146,6 +146,13 @@ class WorkerSettings(EngineSettings):
     delta_interval_s: float = Field(
         2.0, gt=0, description="How often a worker ships its clusterer and counts deltas."
     )
+    session_timeout_s: float = Field(
+        60.0,
+        ge=6,
+        description="Consumer group session timeout (Faust's default): how long the partitions "
+        "of a worker that stopped answering (killed, partitioned away) wait before they move; "
+        "a killed worker restarted sooner waits this long for its partitions.",
+    )
     standby_replicas: int = Field(
         1, ge=0, description="Standby copies of each window-table partition on other workers."
     )

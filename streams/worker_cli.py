@@ -38,15 +38,24 @@ console = Console(stderr=True)
 
 
 def run_worker(settings: WorkerSettings) -> None:
-    """Create the topics, build the topology and run a Faust worker until stopped."""
+    """Wait for the brokers (and encoder service), build the topology, run a Faust worker."""
     import faust
 
+    from streams.startup import StartupGate, wait_for_dependencies
     from streams.topology import build_topology, ensure_topics
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    partitions = loop.run_until_complete(ensure_topics(settings))
-    topology = build_topology(settings, events_partitions=partitions["events"])
+    # Alive (not ready) while the brokers or the encoder service are away, and while the
+    # model loads: no crash loop, no liveness probe killing a worker that is starting.
+    gate = StartupGate(settings).open()
+    try:
+        partitions = loop.run_until_complete(
+            wait_for_dependencies(settings, gate, ensure_topics=ensure_topics)
+        )
+        topology = build_topology(settings, events_partitions=partitions["events"])
+    finally:
+        gate.close()
 
     class Worker(faust.Worker):
         def on_setup_root_logger(self, logger: Any, level: int) -> None:
