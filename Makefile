@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test bench lint fmt clean k8s-tools
+.PHONY: setup demo test bench chaos lint fmt clean k8s-tools
 
 setup: $(STAMP)
 
@@ -29,6 +29,13 @@ test: $(STAMP) k8s-tools
 bench: $(STAMP)
 	bash deploy/kafka/kafka.sh up
 	$(PY) -m benchmarks run $(BENCH_ARGS); status=$$?; bash deploy/kafka/kafka.sh down; exit $$status
+
+# The whole fault suite (tests/faults): workers killed, volumes lost, the broker
+# restarted, the encoder hung, under load; figures to docs/reliability.md.
+# CHAOS_ARGS="--only crash-loop --events 3000" etc. (make test runs a bounded subset.)
+chaos: $(STAMP)
+	bash deploy/kafka/kafka.sh up
+	$(PY) -m tests.faults $(CHAOS_ARGS); status=$$?; bash deploy/kafka/kafka.sh down; exit $$status
 
 # The manifest tests render deploy/k8s with kubectl's built-in kustomize (v5 needed);
 # without it: Debian's kubectl, else kustomize built from the Go module proxy into

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -222,3 +223,46 @@ def test_sequence_mode_batch_that_fails_in_the_encoder_leaves_no_trace(minilm_en
     again.process(second)
     n = len(again.counts.popularity.values)
     assert np.allclose(engine.counts.popularity.values[:n], again.counts.popularity.values[:n])
+
+
+class StallingEncoder(OutageEncoder):
+    """The first call blocks its thread for ``stall_s``, as a socket waiting on a hung service."""
+
+    def __init__(self, inner: Any, stall_s: float) -> None:
+        super().__init__(inner)
+        self.stall_s = stall_s
+
+    def encode(self, texts: Sequence[str], *, max_tokens: int | None = None) -> np.ndarray:
+        if self.calls == 0:
+            time.sleep(self.stall_s)
+        return super().encode(texts, max_tokens=max_tokens)
+
+
+def test_a_hung_encoder_does_not_stop_the_event_loop(minilm_encoder: Any) -> None:
+    """While a batch waits on the encoder, heartbeats and /healthz (the event loop) go on."""
+    encoder = StallingEncoder(minilm_encoder, stall_s=2.0)
+    worker_settings = WorkerSettings(worker_id="w1")
+    store = FaustTableStore({})
+    engine = build_worker_engine(worker_settings, store, encoder=encoder)
+    rt = WorkerRuntime(worker_settings, engine, window_store=store, metrics=WorkerMetrics())
+    for loaded in (rt.catalog_loaded, rt.model_loaded, rt.counts_loaded):
+        loaded.set()
+    publisher, letters = Publisher(), Letters()
+
+    async def main() -> float:
+        ticks: list[float] = []
+
+        async def heartbeat() -> None:
+            while True:
+                ticks.append(time.monotonic())
+                await asyncio.sleep(0.05)
+
+        beating = asyncio.create_task(heartbeat())
+        await events_agent(Stream([events_batch(3)]), rt, publisher, letters)  # type: ignore[arg-type]
+        beating.cancel()
+        return max(b - a for a, b in zip(ticks, ticks[1:], strict=False))
+
+    worst_gap_s = asyncio.run(main())
+    assert [len(records) for records in publisher.published] == [3]
+    assert encoder.calls >= 1
+    assert worst_gap_s < 0.5, f"the event loop stood still for {worst_gap_s:.2f} s"
