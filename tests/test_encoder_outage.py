@@ -10,6 +10,7 @@ plain stand-ins for Kafka's, the engine and MiniLM are the real ones.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -260,7 +261,7 @@ def test_a_hung_encoder_does_not_stop_the_event_loop(minilm_encoder: Any) -> Non
         beating = asyncio.create_task(heartbeat())
         await events_agent(Stream([events_batch(3)]), rt, publisher, letters)  # type: ignore[arg-type]
         beating.cancel()
-        return max(b - a for a, b in zip(ticks, ticks[1:], strict=False))
+        return max(b - a for a, b in itertools.pairwise(ticks))
 
     worst_gap_s = asyncio.run(main())
     assert [len(records) for records in publisher.published] == [3]
