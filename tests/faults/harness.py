@@ -144,8 +144,17 @@ class LoadGenerator:
     """
 
     def __init__(
-        self, bootstrap: str, topic: str, plan: list[PlannedEvent], *, rate: float
+        self,
+        bootstrap: str,
+        topic: str,
+        plan: list[PlannedEvent],
+        *,
+        rate: float,
+        hold_at: float | None = None,
     ) -> None:
+        #: Share of the plan after which sending pauses until :meth:`release`.
+        self.hold_at = hold_at
+        self._released = threading.Event()
         self.bootstrap = bootstrap
         self.topic = topic
         self.plan = plan
@@ -163,6 +172,10 @@ class LoadGenerator:
     def start(self) -> LoadGenerator:
         self._thread.start()
         return self
+
+    def release(self) -> None:
+        """Let a held generator send the rest of its plan (from now on, at its rate)."""
+        self._released.set()
 
     def join(self, timeout_s: float | None = None) -> None:
         self._thread.join(timeout_s)
@@ -199,7 +212,11 @@ class LoadGenerator:
             self.started_at = time.monotonic()
             pending: dict[asyncio.Future[Any], PlannedEvent] = {}
             retry: list[PlannedEvent] = []
+            hold = None if self.hold_at is None else int(self.hold_at * len(self.plan))
             for index, event in enumerate(self.plan):
+                if index == hold and not self._released.is_set():
+                    await asyncio.to_thread(self._released.wait)
+                    self.started_at = time.monotonic() - index / self.rate
                 ahead = self.started_at + index / self.rate - time.monotonic()
                 if ahead > 0:
                     await asyncio.sleep(ahead)
@@ -301,8 +318,9 @@ class ChaosWorker(WorkerProcess):
     """A worker subprocess that can be killed (SIGKILL) at a stage of its start-up.
 
     Stages: ``boot`` (``after_s`` seconds after the process started, while it
-    imports and loads its model), ``web`` (its web server answers, before it is
-    ready: joining the group, recovering tables, reading the catalogue),
+    imports and loads its model), ``web`` (the Faust worker's web server
+    answers, before it is ready: joining the group, recovering tables,
+    reading the catalogue),
     ``ready`` (``/readyz`` answered 200), ``serving`` (``after_s`` seconds after
     it became ready, in the middle of its first batches).
     """
@@ -328,12 +346,12 @@ class ChaosWorker(WorkerProcess):
         if stage == "boot":
             time.sleep(after_s)
         elif stage == "web":
-            self.wait_until(
-                lambda: self.get("/healthz")[0] == 200,
-                timeout_s=timeout_s,
-                what="/healthz 200",
-                poll_s=0.05,
-            )
+
+            def faust_serves() -> bool:  # not the start-up gate, which says "starting"
+                status, body = self.get("/readyz")
+                return status in (200, 503) and isinstance(body, dict) and "starting" not in body
+
+            self.wait_until(faust_serves, timeout_s=timeout_s, what="Faust's /readyz", poll_s=0.05)
         elif stage in ("ready", "serving"):
             self.wait_until(
                 lambda: self.get("/readyz")[0] == 200,

@@ -116,9 +116,9 @@ class Rig:
             what="the catalogue loaded",
         )
 
-    def load(self) -> LoadGenerator:
+    def load(self, *, hold_at: float | None = None) -> LoadGenerator:
         self._load = LoadGenerator(
-            self.bootstrap, self.prefix + "events", self.plan, rate=self.size.rate
+            self.bootstrap, self.prefix + "events", self.plan, rate=self.size.rate, hold_at=hold_at
         ).start()
         return self._load
 
@@ -181,22 +181,28 @@ def crash_loop(rig: Rig) -> Report:
     data_dir = rig.data_dir("loop")
     first = rig.worker("loop-0", data_dir)
     rig.wait_serving(first)
-    load = rig.load()
+    # The last 30 % waits for the final worker, so that it has events to answer from
+    # the windows it restored (a leak would show there) whatever the loop's length.
+    load = rig.load(hold_at=0.7)
     wait_share(load, 0.25)
     first.kill()
+    rig.note("killed mid-stream")
     for index, (stage, after_s) in enumerate(
         [("boot", 3.0), ("web", 0.0), ("ready", 0.0), ("serving", 2.0)], start=1
     ):
         worker = rig.worker(f"loop-{index}-{stage}", data_dir)
         worker.wait_stage(stage, after_s=after_s)
         worker.kill()
+        rig.note(f"killed at {stage}")
     survivor = rig.worker("loop-5-same-dir", data_dir)
     rig.wait_serving(survivor)
-    wait_share(load, 0.8)
+    wait_share(load, 0.7)
     time.sleep(2.0)
     survivor.kill()
+    rig.note("same-dir worker killed")
     wipe(data_dir)
     last = rig.worker("loop-6-empty-dir", data_dir)
+    load.release()
     load.join(600)
     return rig.verify("crash loop, then same and empty data dir", last=last, timeout_s=240)
 

@@ -58,6 +58,7 @@ def test_kill_and_restart_on_a_lost_volume(kafka_bootstrap: str, tmp_path: Path)
 def test_crash_loop_then_same_and_empty_data_dir(kafka_bootstrap: str, tmp_path: Path) -> None:
     report = run(kafka_bootstrap, tmp_path, "crashloop", crash_loop)
     assert_nothing_lost(report)
+    assert report.restart_to_first_s is not None  # the empty-dir worker answered events
 
 
 def test_hung_then_down_encoder_service(kafka_bootstrap: str, tmp_path: Path) -> None:
