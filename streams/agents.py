@@ -229,6 +229,9 @@ class WorkerRuntime:
         self.last_offsets: dict[int, int] = {}
         #: Deltas popped from the engine but not yet acknowledged by the broker, oldest first.
         self.outbox: list[tuple[str, bytes]] = []
+        #: ``(stream, event)`` of events answered but not acknowledged: their deltas are not
+        #: on the broker yet (:func:`ship_deltas` acknowledges them once they are).
+        self.unacked: list[tuple[Any, Any]] = []
         self._offsets_seen: dict[int, tuple[int, int]] = {}
         #: Held by whatever uses the engine from the event loop, so engine calls never overlap.
         self.engine_lock = asyncio.Lock()
@@ -517,6 +520,15 @@ class WorkerRuntime:
                 self.outbox.append((kind, value))
         return list(self.outbox)
 
+    def hold_acks(self, stream: Any, events: Sequence[Any]) -> None:
+        """Keep ``events`` unacknowledged until the deltas they caused are on the broker."""
+        self.unacked.extend((stream, event) for event in events)
+
+    def take_unacked(self) -> list[tuple[Any, Any]]:
+        """The held events, handed to whoever ships the deltas that cover them."""
+        taken, self.unacked = self.unacked, []
+        return taken
+
     def shipped(self, kind: str, value: bytes) -> None:
         """The broker has acknowledged ``value``: forget it and count it."""
         for index, (k, v) in enumerate(self.outbox):
@@ -765,6 +777,7 @@ async def events_agent(
     dead_letters: DeadLetterSink,
     backlog: Callable[[], int] | None = None,
     generation: Callable[[], int] = lambda: 0,
+    hold_acks: bool = False,
 ) -> None:
     """``events`` → engine → ``recommendations`` (keyed by user) and ``dead-letters``.
 
@@ -774,6 +787,9 @@ async def events_agent(
     ``batch_backlog_within_s`` to fill while a backlog is queued, and only
     ``batch_within_s`` when the worker is caught up. ``generation`` (the
     consumer group generation) scopes :meth:`WorkerRuntime.check_offsets`.
+    With ``hold_acks`` (the worker, which ships deltas; needs ``backlog``) a
+    published batch is not acknowledged yet: :func:`ship_deltas` does it once
+    the deltas the batch caused are on the broker.
     """
     settings = runtime.settings
     topic = settings.topic("recommendations")
@@ -787,7 +803,7 @@ async def events_agent(
                 return settings.batch_backlog_within_s
             return settings.batch_within_s
 
-        batches = take_events_adaptive(stream, settings.batch_max, within)
+        batches = take_events_adaptive(stream, settings.batch_max, within, auto_ack=not hold_acks)
     async for batch in batches:
         runtime.check_offsets(batch, generation())
         await runtime.wait_ready()
@@ -812,6 +828,8 @@ async def events_agent(
                 delay_s = min(2 * delay_s, 30.0)
         await dead_letters.send(outcome.dead_letters)
         runtime.observe_sent(outcome)
+        if hold_acks:
+            runtime.hold_acks(stream, batch)
 
 
 async def items_agent(
@@ -848,12 +866,18 @@ async def ship_deltas(runtime: WorkerRuntime, cluster_deltas: Any, collab_deltas
 
     Deltas go out oldest first and each is forgotten only once the broker
     acknowledged it; when a send fails, it and the deltas after it stay in
-    the runtime's outbox for the next call. Returns whether the outbox is empty.
+    the runtime's outbox for the next call. The events the events agent held
+    (:meth:`WorkerRuntime.hold_acks`) are acknowledged once every delta staged
+    with them is on the broker — so a worker killed at any moment has either
+    shipped an event's deltas or will process the event again. Returns
+    whether the outbox is empty.
     """
     key = runtime.incarnation.encode("utf-8")
     topics = {"cluster": cluster_deltas, "collab": collab_deltas}
     async with runtime.engine_lock:  # the engine thread is idle while the lock is held
+        # Taken together: the staged deltas hold everything the held events caused.
         staged = runtime.stage_deltas()
+        covered = runtime.take_unacked()
     for kind, value in staged:
         try:
             delivery = await topics[kind].send(key=key, value=value)
@@ -868,8 +892,11 @@ async def ship_deltas(runtime: WorkerRuntime, cluster_deltas: Any, collab_deltas
                 len(runtime.outbox),
                 error,
             )
+            runtime.unacked[:0] = covered  # still not safe: acknowledged after a later try
             return False
         runtime.shipped(kind, value)
+    for stream, event in covered:  # their recommendations and their deltas are out
+        await stream.ack(event)
     return True
 
 

@@ -7,8 +7,8 @@ at most ``within`` before it is processed, so latency stays low), longer when
 a backlog is queued (events are late anyway, and a fuller batch spreads the
 engine's and the publisher's per-batch costs over more events). This is
 Faust 0.15's ``take_events`` with the timeout asked of ``within()`` before
-each batch; acknowledgement is unchanged: a batch's events are acknowledged
-when the agent asks for the next batch.
+each batch; acknowledgement is Faust's (a batch's events are acknowledged
+when the agent asks for the next batch) unless the caller takes it over.
 """
 
 from __future__ import annotations
@@ -24,9 +24,16 @@ __all__ = ["take_events_adaptive"]
 
 
 async def take_events_adaptive(
-    stream: Any, max_: int, within: Callable[[], float]
+    stream: Any, max_: int, within: Callable[[], float], *, auto_ack: bool = True
 ) -> AsyncIterator[list[Any]]:
-    """Batches of at most ``max_`` events of ``stream``, each awaited at most ``within()`` s."""
+    """Batches of at most ``max_`` events of ``stream``, each awaited at most ``within()`` s.
+
+    With ``auto_ack`` (Faust's behaviour) a batch is acknowledged when the
+    next one is asked for — also when the consumer of the batches failed on
+    it. Without, acknowledging is the caller's (``await stream.ack(event)``
+    per event), so a batch is acknowledged only once everything it caused is
+    safe, and never because its handling failed.
+    """
     buffer: list[Any] = []
     events: list[Any] = []
     buffer_full = asyncio.Event()
@@ -72,8 +79,9 @@ async def take_events_adaptive(
                 yield list(events)
             finally:
                 buffer.clear()
-                for event in events:
-                    await stream.ack(event)
+                if auto_ack:
+                    for event in events:
+                        await stream.ack(event)
                 events.clear()
                 notify(buffer_consuming)
                 buffer_full.clear()

@@ -302,6 +302,7 @@ def build_topology(
             dead_letters,
             backlog=lambda: events_backlog(app, runtime),
             generation=lambda: app.consumer_generation_id,
+            hold_acks=True,
         )
 
     @app.agent(topics["items"], name="items")

@@ -322,3 +322,29 @@ def test_skipped_offsets_are_counted_within_a_generation(minilm_encoder: Any) ->
     # A replay (lower offsets) or a new generation (a rebalance, a seek) is no hole.
     assert rt.check_offsets(event_records(SHOP.events[:2], start=3), generation=1) == 0
     assert rt.check_offsets(event_records(SHOP.events[:2], start=50), generation=2) == 0
+
+
+class AckingStream:
+    """Records what the agent acknowledges (Faust's ``Stream.ack``)."""
+
+    def __init__(self) -> None:
+        self.acked: list[int] = []
+
+    async def ack(self, event: Any) -> bool:
+        self.acked.append(event.message.offset)
+        return True
+
+
+def test_events_are_acknowledged_only_once_their_deltas_are_out(minilm_encoder: Any) -> None:
+    """A worker killed between the two would lose the events' counts and cluster updates."""
+    rt = with_catalog(runtime(minilm_encoder, "w1"))
+    batch = event_records(SHOP.events[:20])
+    rt.process_events(batch)
+    stream = AckingStream()
+    rt.hold_acks(stream, batch)
+    cluster_topic, collab_topic = FlakyTopic(failures=1), FlakyTopic(failures=0)
+    assert not asyncio.run(ship_deltas(rt, cluster_topic, collab_topic))
+    assert stream.acked == []  # a delta they caused is not on the broker: not acknowledged
+    assert asyncio.run(ship_deltas(rt, cluster_topic, collab_topic))
+    assert stream.acked == list(range(20))
+    assert rt.unacked == []
