@@ -123,12 +123,21 @@ def test_the_configmap_holds_only_settings_the_worker_reads(rendered: Any) -> No
         unknown = set(config_map["data"]) - fields
         assert not unknown, f"{name}: settings no worker reads: {sorted(unknown)}"
     config = worker_config(objects)
-    settings = WorkerSettings(_env_file=None, **_as_fields(config))
+    settings = worker_settings(objects)
     assert settings.data_dir == Path(config["DRIFTREC_DATA_DIR"])
     # The credentials come from the Secret, never from the ConfigMap.
     assert not {k for k in config if "PASSWORD" in k}
     env = {e["name"]: e for e in worker_container(objects).get("env", [])}
     assert env["DRIFTREC_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "driftrec-kafka"
+
+
+def worker_settings(objects: list[dict[str, Any]]) -> WorkerSettings:
+    """What a worker of these manifests reads: its ConfigMap, and stand-ins for its Secrets."""
+    fields = _as_fields(worker_config(objects))
+    for env in worker_container(objects).get("env", []):
+        if "secretKeyRef" in env.get("valueFrom", {}):
+            fields[env["name"].removeprefix("DRIFTREC_").lower()] = "from-a-secret"
+    return WorkerSettings(_env_file=None, **fields)
 
 
 def _as_fields(config: dict[str, str]) -> dict[str, Any]:
@@ -152,7 +161,7 @@ def test_the_statefulset_keeps_state_per_pod_and_stops_gracefully(rendered: Any)
     mounts = {m["name"]: m["mountPath"] for m in worker_container(objects)["volumeMounts"]}
     assert mounts["data"] == worker_config(objects)["DRIFTREC_DATA_DIR"]
     grace = spec["template"]["spec"]["terminationGracePeriodSeconds"]
-    commit_s = WorkerSettings(**_as_fields(worker_config(objects))).commit_interval_s
+    commit_s = worker_settings(objects).commit_interval_s
     assert 30 <= grace <= 600 and grace > 10 * commit_s, f"{name}: grace period {grace} s"
     pdb = one(objects, "PodDisruptionBudget")
     assert pdb["spec"]["selector"]["matchLabels"].items() <= (
@@ -183,7 +192,7 @@ def test_autoscalers_stay_within_the_partitions(rendered: Any) -> None:
     name, objects = rendered
     config = worker_config(objects)
     partitions = int(config["DRIFTREC_PARTITIONS"])
-    settings = WorkerSettings(**_as_fields(config))
+    settings = worker_settings(objects)
     for scaled in (o for o in objects if o["kind"] == "ScaledObject"):
         spec = scaled["spec"]
         assert spec["scaleTargetRef"] == {
@@ -248,3 +257,27 @@ def test_the_remote_encoder_overlay_points_the_workers_at_tei() -> None:
     assert tei["readinessProbe"]["httpGet"]["path"] == "/health"
     settings = WorkerSettings(**_as_fields(config))
     assert settings.encoder_url == config["DRIFTREC_ENCODER_URL"]
+
+
+def test_the_sasl_ssl_overlay_mounts_the_ca_and_reads_the_credentials_from_secrets() -> None:
+    objects = render("overlays/sasl-ssl")
+    config = worker_config(objects)
+    settings = worker_settings(objects)
+    assert settings.security_protocol == "SASL_SSL"
+    assert settings.sasl_mechanism == "SCRAM-SHA-512"
+    container = worker_container(objects)
+    pod = one(objects, "StatefulSet")["spec"]["template"]["spec"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    ca_dir, ca_file = str(settings.ssl_cafile).rsplit("/", 1)
+    (name,) = [n for n, path in mounts.items() if path == ca_dir]
+    assert ca_file in {item["path"] for item in volumes[name]["secret"]["items"]}
+    secrets = {
+        e["name"]: e["valueFrom"]["secretKeyRef"]["name"]
+        for e in container["env"]
+        if "valueFrom" in e and "secretKeyRef" in e["valueFrom"]
+    }
+    assert (
+        secrets["DRIFTREC_SASL_USERNAME"] == secrets["DRIFTREC_SASL_PASSWORD"] == "driftrec-kafka"
+    )
+    assert "DRIFTREC_SASL_PASSWORD" not in config  # never in the ConfigMap

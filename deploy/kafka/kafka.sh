@@ -23,6 +23,11 @@
 #   KAFKA_HEAP_OPTS        JVM heap                       [-Xms256m -Xmx512m]
 #   KAFKA_JVM_OPTS         extra JVM options              []
 #   KAFKA_MAVEN_OPTS       extra Maven arguments          []
+#   KAFKA_SECURE_PORT      a second client listener with TLS and SASL/SCRAM
+#                          (SASL_SSL) on this port          [unset: none]
+#   KAFKA_SASL_USER / KAFKA_SASL_PASSWORD  its SCRAM user   [driftrec / driftrec-secret]
+#   KAFKA_TLS_DIR          its CA and broker certificate, made at the first
+#                          start (self-signed CA: ca.pem)  [<data dir>/tls]
 #   KAFKA_START_TIMEOUT    seconds to wait for `up`       [60]
 #   KAFKA_STOP_TIMEOUT     seconds before SIGKILL         [30]
 #   JAVA_HOME              Java to use                    [java on PATH]
@@ -65,6 +70,10 @@ KAFKA_VERSION=${KAFKA_VERSION:-$(pom_kafka_version)}
 KAFKA_HEAP_OPTS=${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}
 KAFKA_JVM_OPTS=${KAFKA_JVM_OPTS:-}
 KAFKA_MAVEN_OPTS=${KAFKA_MAVEN_OPTS:-}
+KAFKA_SECURE_PORT=${KAFKA_SECURE_PORT:-}
+[[ -z $KAFKA_SECURE_PORT ]] || check_port KAFKA_SECURE_PORT "$KAFKA_SECURE_PORT"
+KAFKA_SASL_USER=${KAFKA_SASL_USER:-driftrec}
+KAFKA_SASL_PASSWORD=${KAFKA_SASL_PASSWORD:-driftrec-secret}
 KAFKA_START_TIMEOUT=${KAFKA_START_TIMEOUT:-60}
 KAFKA_STOP_TIMEOUT=${KAFKA_STOP_TIMEOUT:-30}
 
@@ -75,6 +84,7 @@ PIDFILE="$KAFKA_DATA_DIR/kafka.pid"
 FORMATTED="$KAFKA_DATA_DIR/formatted.env"
 SERVER_LOG="$KAFKA_DATA_DIR/server.log"
 CONSOLE_LOG="$KAFKA_DATA_DIR/kafka.out"
+KAFKA_TLS_DIR=$(realpath -m "${KAFKA_TLS_DIR:-$KAFKA_DATA_DIR/tls}")
 
 # Take an exclusive lock on $1 for the rest of the script (fd 9), so that two
 # concurrent `up`/`down` on the same data dir cannot interleave.
@@ -170,7 +180,63 @@ render_properties() {
         -e "s|@CONTROLLER_PORT@|$KAFKA_CONTROLLER_PORT|g" \
         -e "s|@LOG_DIRS@|$LOG_DIRS|g" \
         "$SCRIPT_DIR/server.properties.template" >"$PROPS.tmp"
+    if [[ -n $KAFKA_SECURE_PORT ]]; then
+        # A SASL_SSL client listener beside PLAINTEXT (which brokers and tools keep using).
+        local secure="SASL_SSL://$KAFKA_HOST:$KAFKA_SECURE_PORT"
+        sed -i -e "s|^\(listeners=.*\)$|\1,$secure|" \
+            -e "s|^\(advertised.listeners=.*\)$|\1,$secure|" \
+            -e "s|^\(listener.security.protocol.map=.*\)$|\1,SASL_SSL:SASL_SSL|" "$PROPS.tmp"
+        cat >>"$PROPS.tmp" <<EOF_SECURE
+
+############################# TLS + SASL/SCRAM listener (KAFKA_SECURE_PORT) #############
+sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.ssl.keystore.type=PEM
+listener.name.sasl_ssl.ssl.keystore.location=$KAFKA_TLS_DIR/broker.pem
+EOF_SECURE
+    fi
     mv "$PROPS.tmp" "$PROPS"
+}
+
+# A self-signed CA and a broker certificate for $KAFKA_HOST, 127.0.0.1 and
+# localhost, made once per TLS dir: clients trust ca.pem.
+make_tls() {
+    [[ -n $KAFKA_SECURE_PORT ]] || return 0
+    [[ -s $KAFKA_TLS_DIR/broker.pem && -s $KAFKA_TLS_DIR/ca.pem ]] && return 0
+    command -v openssl >/dev/null 2>&1 || die "openssl is needed to make the TLS listener's certificates"
+    mkdir -p "$KAFKA_TLS_DIR"
+    say "making a self-signed CA and a broker certificate in $KAFKA_TLS_DIR"
+    (
+        cd "$KAFKA_TLS_DIR"
+        openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=driftrec local CA" \
+            -keyout ca.key -out ca.pem
+        openssl req -newkey rsa:2048 -nodes -subj "/CN=$KAFKA_HOST" -keyout broker.key -out broker.csr
+        printf 'subjectAltName=IP:127.0.0.1,DNS:localhost%s\n' \
+            "$([[ $KAFKA_HOST =~ ^[0-9.]+$ ]] && echo ",IP:$KAFKA_HOST" || echo ",DNS:$KAFKA_HOST")" >san.ext
+        openssl x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+            -extfile san.ext -out broker.crt
+        openssl pkcs8 -topk8 -nocrypt -in broker.key -out broker.pk8
+        cat broker.pk8 broker.crt ca.pem >broker.pem
+        rm -f broker.csr broker.key broker.pk8 san.ext ca.srl
+        chmod 600 ca.key broker.pem
+    ) >"$KAFKA_DATA_DIR/tls.log" 2>&1 || { cat "$KAFKA_DATA_DIR/tls.log" >&2; die "making the certificates failed"; }
+}
+
+# The SCRAM user of the secure listener (both mechanisms), set through PLAINTEXT.
+add_scram_user() {
+    [[ -n $KAFKA_SECURE_PORT ]] || return 0
+    local mechanism
+    for mechanism in SCRAM-SHA-256 SCRAM-SHA-512; do
+        timeout 60 "$JAVA" -Xmx128m -XX:TieredStopAtLevel=1 \
+            -Dlog4j2.configurationFile="$SCRIPT_DIR/tools-log4j2.yaml" \
+            -cp "$LIBS_DIR/*" org.apache.kafka.tools.ConfigCommand \
+            --bootstrap-server "$KAFKA_HOST:$KAFKA_PORT" --alter --entity-type users \
+            --entity-name "$KAFKA_SASL_USER" \
+            --add-config "$mechanism=[iterations=4096,password=$KAFKA_SASL_PASSWORD]" \
+            >>"$KAFKA_DATA_DIR/scram.log" 2>&1 \
+            || { cat "$KAFKA_DATA_DIR/scram.log" >&2; die "could not create the SCRAM user $KAFKA_SASL_USER"; }
+    done
 }
 
 random_cluster_id() {
@@ -222,7 +288,7 @@ cmd_up() {
     fi
     rm -f "$PIDFILE"
     local port
-    for port in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
+    for port in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" ${KAFKA_SECURE_PORT:+"$KAFKA_SECURE_PORT"}; do
         if port_open "$KAFKA_HOST" "$port"; then
             die "$KAFKA_HOST:$port is already in use by a process this script did not start" \
                 "(for data dir $KAFKA_DATA_DIR); stop it or choose another KAFKA_PORT"
@@ -230,6 +296,7 @@ cmd_up() {
     done
     find_java
     resolve_jars
+    make_tls
     render_properties
     format_storage
 
@@ -265,7 +332,11 @@ cmd_up() {
         fi
         sleep 0.5
     done
+    add_scram_user
     say "up: pid $pid on $KAFKA_HOST:$KAFKA_PORT after $((SECONDS - started)) s (logs in $KAFKA_DATA_DIR)"
+    if [[ -n $KAFKA_SECURE_PORT ]]; then
+        say "TLS + SASL/SCRAM on $KAFKA_HOST:$KAFKA_SECURE_PORT: user $KAFKA_SASL_USER, CA $KAFKA_TLS_DIR/ca.pem"
+    fi
 }
 
 # --- down --------------------------------------------------------------------
