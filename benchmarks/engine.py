@@ -79,13 +79,10 @@ def replay(
             if pad_factor > 1:
                 rng = np.random.default_rng(0)
                 extra = n_native * (pad_factor - 1)
-                indices = [
-                    engine.catalog.upsert(CatalogItem(item_id=f"pad-{i}", title=f"pad {i}"))
-                    for i in range(extra)
-                ]
-                vectors = rng.normal(size=(extra, engine.catalog.dim)).astype(np.float32)
-                engine.catalog.set_vectors(indices, vectors)
-            engine.stats.encoder_s = 0.0
+                pads = [CatalogItem(item_id=f"pad-{i}", title=f"pad {i}") for i in range(extra)]
+                vectors = rng.normal(size=(extra, engine.encoder.dim)).astype(np.float32)
+                engine.set_item_vectors(pads, vectors, encoder_version=engine.encoder.model_version)
+            before = {stage: getattr(engine.stats, stage) for stage in STAGES}
             rss_before = current_rss_mib()
             events = dataset.events
             tenth = max(1, len(events) // 10)
@@ -99,7 +96,7 @@ def replay(
                     marks.append((done, time.perf_counter() - started))
             seconds = time.perf_counter() - started
             stats = engine.stats
-            breakdown = {stage: getattr(stats, stage) for stage in STAGES}
+            breakdown = {stage: getattr(stats, stage) - before[stage] for stage in STAGES}
         finally:
             engine.close()
     deciles, previous = [], (0, 0.0)

@@ -11,7 +11,10 @@ and the benchmarks all drive the same :class:`Engine` through three calls:
   learning anything (test-then-train evaluation calls this first);
 
 and :meth:`Engine.process` = learn, then one recommendation per event (or per
-user) in the ``driftrec.recommendations`` contract.
+user) in the ``driftrec.recommendations`` contract. A Kafka worker also moves
+state between engines through :class:`~models.shared_state.SharedState`'s
+methods (item vectors, deltas, the cluster model); nothing outside this module
+assigns an engine attribute.
 
 Within a batch a user's recommendation reflects all of that batch's events
 (micro-batch semantics). Event time comes from the events; the injectable
@@ -45,6 +48,7 @@ from models.interest import interest_weights, pooled_interest, render_sequence
 from models.item_catalog import ItemCatalog, TextEncoderLike
 from models.ranking import BlendWeights, HybridRanker, RankedItem, RankingRequest
 from models.settings import EngineSettings
+from models.shared_state import SharedState
 from models.state_store import MemoryStore, RocksDictStore, StateStore, WindowStore
 from models.user_window import SeenItems, UserWindow, WindowEntry
 
@@ -88,8 +92,12 @@ class EngineStats:
     ranking_s: float = 0.0
 
 
-class Engine:
+class Engine(SharedState):
     """driftrec's recommendation engine.
+
+    What it exchanges with the other engines of a deployment (item vectors,
+    counts and cluster deltas, the cluster model) and its read-only views are
+    the methods of :class:`~models.shared_state.SharedState`.
 
     Parameters
     ----------

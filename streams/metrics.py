@@ -29,7 +29,7 @@ from prometheus_client import (
 )
 
 if TYPE_CHECKING:
-    from streams.agents import WorkerRuntime
+    from streams.runtime import WorkerRuntime
 
 __all__ = [
     "WorkerMetrics",
@@ -253,12 +253,12 @@ def register_web_views(app: Any, runtime: WorkerRuntime) -> None:
             at = float(request.query["at"])
         except (KeyError, ValueError):
             return web.json({"error": "expected ?at=<event time, epoch seconds>"}, status=400)
-        return web.json(runtime.decayed_counts(at))
+        return web.json(runtime.engine.decayed_counts(at))
 
     @app.page("/state/item")
     async def item(web: Any, request: Any) -> Any:
         item_id = request.query.get("id")
         if not item_id:
             return web.json({"error": "expected ?id=<item id>"}, status=400)
-        info = runtime.item_info(item_id)
+        info = runtime.engine.item_info(item_id)
         return web.json(info or {"error": f"unknown item {item_id!r}"}, status=200 if info else 404)

@@ -24,7 +24,7 @@
 
 The events agent reads its partitions' users, so it keeps their windows; the
 item vectors, the cluster model and the collaborative counts are global, so
-every worker reads those topics in full (:class:`~streams.agents.BroadcastReader`)
+every worker reads those topics in full (:class:`~streams.broadcast.BroadcastReader`)
 and ranks over the whole catalogue with everybody's counts, a few seconds behind.
 
 :func:`build_topology` declares all of it — app, topics, table, agents, timers,
@@ -46,17 +46,12 @@ from models.clustering.decaying_centroids import DecayingCentroids
 from models.engine import Engine
 from models.item_catalog import TextEncoderLike
 from models.state_store import StateStore
-from streams.agents import (
-    BatchPublisher,
-    BroadcastReader,
-    WorkerRuntime,
-    events_agent,
-    items_agent,
-    model_agent,
-    ship_deltas,
-)
+from streams.agents import events_agent, items_agent, model_agent, ship_deltas
+from streams.broadcast import BroadcastReader
 from streams.dead_letters import DeadLetterSink
 from streams.metrics import WorkerMetrics, events_backlog, register_web_views
+from streams.publisher import BatchPublisher
+from streams.runtime import WorkerRuntime
 from streams.settings import WorkerSettings
 from streams.table_store import FaustTableStore
 

@@ -202,7 +202,7 @@ async def tail_topic(
     from aiokafka import AIOKafkaConsumer
     from aiokafka.structs import TopicPartition
 
-    from streams.agents import topic_partitions
+    from streams.broadcast import topic_partitions
 
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,

@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 
 from models.remote_encoder import EncoderUnavailableError
-from streams.agents import WorkerRuntime, events_agent, retry_while_encoder_unavailable
+from streams.agents import events_agent, retry_while_encoder_unavailable
 from streams.metrics import WorkerMetrics
+from streams.runtime import WorkerRuntime
 from streams.settings import WorkerSettings
 from streams.table_store import FaustTableStore
 from streams.topology import build_worker_engine

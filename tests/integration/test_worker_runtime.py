@@ -1,6 +1,6 @@
 """The worker's runtime without a broker: what its agents compute, with the real engine.
 
-The records handed to :class:`~streams.agents.WorkerRuntime` here are plain
+The records handed to :class:`~streams.runtime.WorkerRuntime` here are plain
 stand-ins for Kafka records (topic, partition, offset, key, value, timestamp);
 the engine, the encoder (MiniLM) and the clusterer are the real ones.
 """
@@ -20,14 +20,11 @@ from models.engine import Engine
 from models.settings import EngineSettings
 from models.state_store import MemoryStore
 from models.synthetic_shop import synthetic_shop
-from streams.agents import (
-    WorkerRuntime,
-    decode_item_vector,
-    encode_item_vector,
-    ship_deltas,
-)
+from streams.agents import ship_deltas
 from streams.dead_letters import DeadLetter
+from streams.item_vectors import decode_item_vector, encode_item_vector
 from streams.metrics import WorkerMetrics
+from streams.runtime import WorkerRuntime
 from streams.settings import WorkerSettings
 from streams.table_store import FaustTableStore
 from streams.topology import build_worker_engine
@@ -174,7 +171,7 @@ def test_counts_deltas_add_up_to_one_engine_and_own_deltas_are_skipped(
         for i, v in enumerate(reference.counts.popularity_scores(n))
         if v
     }
-    got = a.decayed_counts(at)["popularity"]
+    got = a.engine.decayed_counts(at)["popularity"]
     assert got.keys() == expected.keys()
     assert all(got[k] == pytest.approx(expected[k], rel=1e-9) for k in got)
 
