@@ -1,4 +1,4 @@
-"""Typed records for driftrec's JSON contracts (DESIGN.md §2) and their strict parser.
+"""Typed records for driftrec's JSON contracts (docs/contracts.md) and their strict parser.
 
 Every record that enters the engine passes through :class:`EventParser`, which
 turns the bytes of a Kafka value (or an already decoded mapping) into a typed,

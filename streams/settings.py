@@ -28,7 +28,7 @@ from models.settings import EngineSettings
 
 __all__ = ["TOPIC_NAMES", "WorkerSettings"]
 
-#: Role of each topic → its name after the prefix (DESIGN.md §1-2).
+#: Role of each topic → its name after the prefix (docs/contracts.md).
 TOPIC_NAMES: dict[str, str] = {
     "events": "events",
     "items": "items",

@@ -1,4 +1,4 @@
-"""The record contracts of DESIGN.md §2: strict parsing, typed records, wire forms."""
+"""The record contracts of docs/contracts.md: strict parsing, typed records, wire forms."""
 
 from __future__ import annotations
 
