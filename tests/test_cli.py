@@ -35,7 +35,12 @@ def test_demo_end_to_end(tmp_path):
     assert report["events"] == 40 * 30
     assert report["recommendations"] == report["events"]
     assert report["clusters_born"] >= 2
-    assert 0.0 <= report["hr10_before_drift"] <= 1.0
+    # The shown lists beat a random top-10 of the 144 items by far, before the users
+    # drifted and after; the users' clusters follow their current topics.
+    chance = 10 / (12 * 12)
+    assert report["hr10_before_drift"] > 3 * chance
+    assert report["hr10_after_drift"] > 2 * chance
+    assert report["ari_users_topics"] > 0.2
     for name in ("cluster-sizes.png", "hit-rate.png", "report.md", "sample-recommendations.jsonl"):
         assert (out / name).stat().st_size > 0, name
 

@@ -33,7 +33,15 @@ def window_of(*item_ids: str, start: float = 978300760.0) -> UserWindow:
 
 
 def test_store_follows_the_protocol(store: StateStore) -> None:
-    assert isinstance(store, StateStore)
+    """Every method of the protocol, with the protocol's parameters (not only its names)."""
+    import inspect
+
+    for name, member in vars(StateStore).items():
+        if name.startswith("_") or not callable(member):
+            continue
+        expected = list(inspect.signature(member).parameters)[1:]
+        actual = list(inspect.signature(getattr(store, name)).parameters)
+        assert actual == expected, f"{type(store).__name__}.{name}{actual} vs {expected}"
 
 
 def test_put_get_delete_round_trip(store: StateStore) -> None:
