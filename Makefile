@@ -21,6 +21,7 @@ demo: $(STAMP)
 # The tests talk to a real broker: start it first, stop it after, also on failure.
 test: $(STAMP) k8s-tools
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	bash deploy/kafka/kafka.sh up
 	$(PY) -m pytest -q; status=$$?; bash deploy/kafka/kafka.sh down; exit $$status
 
@@ -54,6 +55,7 @@ k8s-tools:
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 fmt: $(STAMP)
 	$(VENV)/bin/ruff check --fix .

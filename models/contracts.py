@@ -292,7 +292,9 @@ def _type_name(value: object) -> str:
     return type(value).__name__
 
 
-def _preview(value: str, limit: int = 40) -> str:
+def _preview(value: str | bytes | None, limit: int = 40) -> str:
+    if not isinstance(value, str):
+        return repr(value)
     return repr(value if len(value) <= limit else value[:limit] + "…")
 
 

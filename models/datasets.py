@@ -19,9 +19,10 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from models.contracts import BehaviourEvent, CatalogItem, EventParser, RecordError
 
@@ -162,8 +163,8 @@ def _ratings(
 
 
 def _jsonl(
-    path: Path, parse, rejected: list[RejectedRecord]
-) -> Iterator[tuple[object, str | None]]:
+    path: Path, parse: Callable[[bytes], Any], rejected: list[RejectedRecord]
+) -> Iterator[tuple[Any, str | None]]:
     with open(path, "rb") as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():

@@ -191,7 +191,7 @@ class Engine(SharedState):
         clusterer when ``clustering`` is on. Pass ``store`` / ``clusterer`` to
         supply them (a Faust table store, a worker-role clusterer).
         """
-        sequence_encoder = None
+        sequence_encoder: TextEncoderLike | None = None
         if encoder is None:
             from models.encoder_factory import make_encoder
             from models.vector_cache import CachedEncoder
@@ -202,6 +202,7 @@ class Engine(SharedState):
                 Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
                 cache_path = Path(settings.data_dir) / "vector-cache"
             encoder = CachedEncoder(sequence_encoder, path=cache_path)
+        assert encoder is not None
         if store is None:
             if in_memory:
                 store = MemoryStore()
@@ -407,11 +408,15 @@ class Engine(SharedState):
         points = np.stack([u.interest for u in with_interest])  # type: ignore[misc]
         times = np.array([u.window.newest_ts for u in with_interest], np.float64)
         labels = self.clusterer.learn_many(points, times)
+        centroid_of = getattr(self.clusterer, "centroid", None)
         for u, label, point in zip(with_interest, labels.tolist(), points, strict=True):
             u.cluster = None if label < 0 else int(label)
-            centroid = self.clusterer.centroid(u.cluster) if u.cluster is not None else None
+            centroid = None
+            if centroid_of is not None and u.cluster is not None:
+                centroid = centroid_of(u.cluster)
             u.cluster_similarity = float(np.dot(point, centroid)) if centroid is not None else None
-        changes = self.clusterer.pop_events()
+        pop_events = getattr(self.clusterer, "pop_events", None)  # clusterers with a lifecycle
+        changes = pop_events() if pop_events is not None else []
         if changes and getattr(self.clusterer, "role", "authority") == "authority":
             self.model_version += 1
         for event in changes:
@@ -431,7 +436,7 @@ class Engine(SharedState):
 
     def _rank(self, states: Sequence[UserState], k: int) -> list[list[RankedItem]]:
         started = time.perf_counter()
-        centroid_of = getattr(self.clusterer, "centroid", None)
+        centroid_of = getattr(self.clusterer, "centroid", None)  # clusterers with centroids
         requests = []
         for u in states:
             seen_idx = [self.catalog.index_of(i) for i in u.seen.items()]

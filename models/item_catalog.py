@@ -24,8 +24,11 @@ __all__ = ["ItemCatalog", "TextEncoderLike"]
 class TextEncoderLike(Protocol):
     """What the engine needs from an encoder (TextEncoder, CachedEncoder, remote)."""
 
-    dim: int
-    model_version: str
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def model_version(self) -> str: ...
 
     def encode(self, texts: Sequence[str], *, max_tokens: int | None = None) -> np.ndarray: ...
 

@@ -261,9 +261,9 @@ class HybridRanker:
         ]
         if w.facet and with_facets:
             # Every user's facets in one product and one ranking pass, not one per user.
-            stacked = np.concatenate([requests[row].facets for row in with_facets])  # type: ignore[misc]
+            stacked = np.concatenate([requests[row].facets for row in with_facets])
             importance = np.concatenate(
-                [requests[row].facet_importance for row in with_facets]  # type: ignore[misc]
+                [requests[row].facet_importance for row in with_facets]
             )
             owners = np.repeat(
                 np.asarray(with_facets, np.int64),
@@ -277,8 +277,11 @@ class HybridRanker:
                 None if r.centroid is None else ("row", row) if r.cluster is None else r.cluster
                 for row, r in enumerate(requests)
             ]
-            distinct = {key: r.centroid for key, r in zip(keys, requests, strict=True)}
-            distinct.pop(None, None)
+            distinct: dict[object, np.ndarray] = {
+                key: r.centroid
+                for key, r in zip(keys, requests, strict=True)
+                if r.centroid is not None
+            }
             order = list(distinct)
             scores = np.stack([distinct[key] for key in order]).astype(np.float32) @ item_vectors.T
             position = {key: i for i, key in enumerate(order)}

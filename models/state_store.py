@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol, Self, runtime_checkable
+from typing import Protocol, Self, cast, runtime_checkable
 
 from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch
 
@@ -211,7 +211,8 @@ class RocksDictStore(_ClosesOnExit):
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         if not keys:
             return []
-        return self._open_db.get([_key_bytes(key) for key in keys])
+        # rocksdict's get takes a list and returns one (its stubs say a single value).
+        return cast(list[bytes | None], self._open_db.get([_key_bytes(key) for key in keys]))
 
     def put(self, key: str, value: bytes) -> None:
         _check_value(key, value)

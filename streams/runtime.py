@@ -507,7 +507,7 @@ class WorkerRuntime:
             self.authority = DecayingCentroids.from_snapshot(snapshot, role="authority")
         elif self.authority is None:
             clusterer = self.engine.clusterer
-            assert clusterer is not None, "the model agent runs only with clustering on"
+            assert isinstance(clusterer, DecayingCentroids), "the model agent needs clustering on"
             self.authority = DecayingCentroids(**clusterer.params, role="authority")
         return self.authority
 

@@ -316,7 +316,7 @@ def build_topology(
     async def deltas() -> None:
         await ship_deltas(runtime, topics["cluster_deltas"], topics["collab_deltas"])
 
-    @app.on_before_shutdown.connect
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode's stubs miss async receivers
     async def last_deltas(sender: Any, **kwargs: Any) -> None:
         """Ship what is still pending, so a restart (which replays the deltas) misses nothing."""
         await ship_deltas(runtime, topics["cluster_deltas"], topics["collab_deltas"])

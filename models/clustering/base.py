@@ -105,7 +105,7 @@ def check_learn_inputs(
     if w is None:
         weights = np.ones(n, dtype=np.float64)
     elif np.ndim(w) == 0:
-        weights = np.full(n, float(w))  # type: ignore[arg-type]
+        weights = np.full(n, float(w))
     else:
         weights = np.asarray(w, dtype=np.float64)
         if weights.shape != (n,):

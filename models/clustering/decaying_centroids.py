@@ -302,7 +302,8 @@ class ClusterDelta:
     def from_bytes(cls, data: bytes) -> ClusterDelta:
         """Read :meth:`to_bytes` output; raises ``ValueError`` on anything else."""
         meta, arrays = _decode(data, _DELTA_MAGIC, "cluster delta")
-        return cls(**meta, **arrays)
+        fields: dict[str, Any] = {**meta, **arrays}  # checked by __post_init__
+        return cls(**fields)
 
 
 def _merged_base_version(a: ClusterDelta, b: ClusterDelta) -> int:
@@ -395,7 +396,8 @@ class ClusterSnapshot:
     def from_bytes(cls, data: bytes) -> ClusterSnapshot:
         """Read :meth:`to_bytes` output; raises ``ValueError`` on anything else."""
         meta, arrays = _decode(data, _SNAPSHOT_MAGIC, "cluster snapshot")
-        return cls(**meta, **arrays)
+        fields: dict[str, Any] = {**meta, **arrays}  # checked by __post_init__
+        return cls(**fields)
 
 
 # --------------------------------------------------------------------------- clusterer

@@ -303,7 +303,7 @@ def scored_mask(events: Sequence[BehaviourEvent], every: int = 1) -> np.ndarray:
 
 
 def leakfree_runs(
-    events: Sequence[BehaviourEvent], scored: Sequence[bool], max_run: int = 256
+    events: Sequence[BehaviourEvent], scored: Sequence[bool] | np.ndarray, max_run: int = 256
 ) -> Iterator[tuple[int, int]]:
     """Cut the stream into runs ``[start, end)`` that can be scored, then learned, at once.
 
