@@ -38,8 +38,8 @@ STAGES = ("store_s", "encoder_s", "interest_s", "clustering_s", "collaborative_s
 
 
 def _load(data: Path | None, limit: int | None, settings: Any) -> Any:
-    from models.contracts import EventParser
     from models.datasets import Dataset, load_dataset
+    from models.record_parser import EventParser
     from models.synthetic_shop import synthetic_shop
 
     if data is None:  # the smoke-test size: no dataset needed

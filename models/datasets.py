@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from models.contracts import BehaviourEvent, CatalogItem, EventParser, RecordError
+from models.contracts import BehaviourEvent, CatalogItem, RecordError
+from models.record_parser import EventParser
 
 __all__ = ["Dataset", "RejectedRecord", "detect_format", "load_dataset"]
 

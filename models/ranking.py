@@ -262,9 +262,7 @@ class HybridRanker:
         if w.facet and with_facets:
             # Every user's facets in one product and one ranking pass, not one per user.
             stacked = np.concatenate([requests[row].facets for row in with_facets])
-            importance = np.concatenate(
-                [requests[row].facet_importance for row in with_facets]
-            )
+            importance = np.concatenate([requests[row].facet_importance for row in with_facets])
             owners = np.repeat(
                 np.asarray(with_facets, np.int64),
                 [len(requests[row].facets) for row in with_facets],  # type: ignore[arg-type]

@@ -46,7 +46,7 @@ class WindowEntry:
     ts
         Event time, epoch seconds.
     weight
-        The event's effective weight (see :class:`models.contracts.EventParser`).
+        The event's effective weight (see :class:`models.record_parser.EventParser`).
     event
         The event type.
 

@@ -62,9 +62,9 @@ def replay(
     progress: Annotated[bool, typer.Option()] = True,
 ) -> None:
     """Run the engine over a real event file and write the recommendation events."""
-    from models.contracts import EventParser
     from models.datasets import load_dataset
     from models.engine import Engine
+    from models.record_parser import EventParser
     from streams.embedded import run_stream
 
     settings = EngineSettings()

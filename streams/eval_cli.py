@@ -133,7 +133,6 @@ def eval_command(
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Evaluate driftrec against baselines (prequential or leave-one-out) on a dataset."""
-    from models.contracts import EventParser
     from models.datasets import detect_format, load_dataset
     from models.evaluation import (
         EngineRecommender,
@@ -148,6 +147,7 @@ def eval_command(
         result_to_dict,
         summary_table,
     )
+    from models.record_parser import EventParser
 
     console = Console()
     started = time.perf_counter()

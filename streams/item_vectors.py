@@ -13,7 +13,8 @@ import json
 
 import numpy as np
 
-from models.contracts import CatalogItem, EventParser, RecordError
+from models.contracts import CatalogItem, RecordError
+from models.record_parser import EventParser
 
 __all__ = ["decode_item_vector", "encode_item_vector"]
 

@@ -28,8 +28,9 @@ from models.clustering.decaying_centroids import (
     DecayingCentroids,
 )
 from models.collaborative import CollaborativeDelta
-from models.contracts import BehaviourEvent, CatalogItem, EventParser, Recommendation, RecordError
+from models.contracts import BehaviourEvent, CatalogItem, Recommendation, RecordError
 from models.engine import Engine
+from models.record_parser import EventParser
 from models.remote_encoder import EncoderUnavailableError
 from streams.dead_letters import DeadLetter
 from streams.item_vectors import decode_item_vector, encode_item_vector

@@ -161,8 +161,8 @@ def produce(
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Publish a dataset to the items and events topics."""
-    from models.contracts import EventParser
     from models.datasets import load_dataset
+    from models.record_parser import EventParser
 
     settings = WorkerSettings()
     dataset = load_dataset(path, EventParser.from_settings(settings), limit=limit)

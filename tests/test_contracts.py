@@ -18,11 +18,11 @@ from models.contracts import (
     BehaviourEvent,
     CatalogItem,
     ClusterInfo,
-    EventParser,
     Recommendation,
     RecommendedItem,
     RecordError,
 )
+from models.record_parser import EventParser
 from models.settings import DEFAULT_EVENT_WEIGHTS, EngineSettings
 
 WEIGHTS = {**DEFAULT_EVENT_WEIGHTS, "share": 4.0}

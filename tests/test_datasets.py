@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from models.contracts import EventParser
 from models.datasets import detect_format, load_dataset
+from models.record_parser import EventParser
 from models.settings import EngineSettings
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -24,8 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from models.contracts import BehaviourEvent, EventParser, Recommendation
+from models.contracts import BehaviourEvent, Recommendation
 from models.engine import Engine
+from models.record_parser import EventParser
 from models.settings import EngineSettings
 from models.state_store import MemoryStore
 from models.synthetic_shop import synthetic_shop
