@@ -199,6 +199,11 @@ async def ship_deltas(runtime: WorkerRuntime, cluster_deltas: Any, collab_deltas
     shipped an event's deltas or will process the event again. Returns
     whether the outbox is empty.
     """
+    async with runtime.shipping:
+        return await _ship(runtime, cluster_deltas, collab_deltas)
+
+
+async def _ship(runtime: WorkerRuntime, cluster_deltas: Any, collab_deltas: Any) -> bool:
     key = runtime.incarnation.encode("utf-8")
     topics = {"cluster": cluster_deltas, "collab": collab_deltas}
     async with runtime.engine_lock:  # the engine thread is idle while the lock is held

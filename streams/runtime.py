@@ -140,6 +140,9 @@ class WorkerRuntime:
         self._offsets_seen: dict[int, tuple[int, int]] = {}
         #: Held by whatever uses the engine from the event loop, so engine calls never overlap.
         self.engine_lock = asyncio.Lock()
+        #: Held while deltas are shipped, so that the timer and the shutdown hook never
+        #: send the same outbox twice.
+        self.shipping = asyncio.Lock()
         self._engine_thread = ThreadPoolExecutor(1, thread_name_prefix="driftrec-engine")
         self._encoder_s = engine.stats.encoder_s
 
