@@ -22,11 +22,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from models.clustering.decaying_centroids import (
-    ClusterDelta,
-    ClusterSnapshot,
-    DecayingCentroids,
-)
+from models.clustering.cluster_messages import ClusterDelta, ClusterSnapshot
+from models.clustering.decaying_centroids import DecayingCentroids
 from models.collaborative import CollaborativeDelta
 from models.contracts import BehaviourEvent, CatalogItem, Recommendation, RecordError
 from models.engine import Engine

@@ -6,13 +6,13 @@ mergeable sums); ``RiverClusterer`` runs any River clusterer behind the same
 """
 
 from models.clustering.base import NO_CLUSTER, Clusterer
-from models.clustering.decaying_centroids import (
+from models.clustering.cluster_messages import (
     PROVISIONAL_ID_START,
     ClusterDelta,
     ClusterEvent,
     ClusterSnapshot,
-    DecayingCentroids,
 )
+from models.clustering.decaying_centroids import DecayingCentroids
 from models.clustering.river_adapter import RiverClusterer
 
 __all__ = [

@@ -18,7 +18,7 @@ from models.clustering import (
     ClusterSnapshot,
     DecayingCentroids,
 )
-from models.clustering.decaying_centroids import FORMAT_VERSION
+from models.clustering.cluster_codec import FORMAT_VERSION
 from models.settings import EngineSettings
 
 DIM = 8

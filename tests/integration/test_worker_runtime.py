@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from models.clustering.decaying_centroids import ClusterDelta
+from models.clustering.cluster_messages import ClusterDelta
 from models.contracts import RecordError
 from models.engine import Engine
 from models.settings import EngineSettings
