@@ -143,6 +143,13 @@ class WorkerSettings(EngineSettings):
     encoder_retry_max_s: float = Field(
         60.0, gt=0, description="Longest wait between two tries of a batch (encoder_failure=retry)."
     )
+    engine_thread: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="Run the engine in a thread of its own, off the event loop: 'auto' does "
+        "when its encoder may block for long (a remote service, or sequence mode, which "
+        "encodes every batch); off the loop, heartbeats and /healthz never wait for an "
+        "encoder, on it the engine's Python code does not contend for the GIL with Faust's.",
+    )
     delta_interval_s: float = Field(
         2.0, gt=0, description="How often a worker ships its clusterer and counts deltas."
     )

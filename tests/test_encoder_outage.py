@@ -14,6 +14,7 @@ import itertools
 import json
 import time
 from collections.abc import AsyncIterator, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -243,7 +244,7 @@ class StallingEncoder(OutageEncoder):
 def test_a_hung_encoder_does_not_stop_the_event_loop(minilm_encoder: Any) -> None:
     """While a batch waits on the encoder, heartbeats and /healthz (the event loop) go on."""
     encoder = StallingEncoder(minilm_encoder, stall_s=2.0)
-    worker_settings = WorkerSettings(worker_id="w1")
+    worker_settings = WorkerSettings(worker_id="w1", engine_thread="always")
     store = FaustTableStore({})
     engine = build_worker_engine(worker_settings, store, encoder=encoder)
     rt = WorkerRuntime(worker_settings, engine, window_store=store, metrics=WorkerMetrics())
@@ -268,3 +269,24 @@ def test_a_hung_encoder_does_not_stop_the_event_loop(minilm_encoder: Any) -> Non
     assert [len(records) for records in publisher.published] == [3]
     assert encoder.calls >= 1
     assert worst_gap_s < 0.5, f"the event loop stood still for {worst_gap_s:.2f} s"
+
+
+def test_the_engine_leaves_the_loop_where_its_encoder_can_block() -> None:
+    """auto: off the loop with a remote encoder or in sequence mode, inline otherwise."""
+
+    def off_loop(**settings: Any) -> bool:
+        engine = SimpleNamespace(clusterer=None, stats=SimpleNamespace(encoder_s=0.0))
+        runtime = WorkerRuntime(
+            WorkerSettings(worker_id="w", **settings),
+            engine,  # type: ignore[arg-type]
+            window_store=FaustTableStore({}),
+            metrics=WorkerMetrics(),
+        )
+        return runtime.off_loop
+
+    assert off_loop(encoder_backend="remote", encoder_url="http://tei:8080")
+    assert off_loop(interest_mode="sequence")
+    assert not off_loop()
+    assert off_loop(engine_thread="always") and not off_loop(
+        encoder_backend="remote", encoder_url="http://tei:8080", engine_thread="never"
+    )
