@@ -271,13 +271,14 @@ class WorkerRuntime:
         return self._finish_events(work)
 
     async def process_events_off_loop(self, batch: Sequence[Any]) -> EventsOutcome:
-        """:meth:`process_events` with the engine's work in the engine thread.
+        """:meth:`process_events` with the engine's work in the engine thread (:attr:`off_loop`).
 
         Parsing, the table reads (on entering :meth:`FaustTableStore.owners`)
-        and the table writes (on leaving it) stay on the event loop; the
-        engine — encoder calls included, local or remote, with their timeouts
-        and backoff — runs in :meth:`run_in_engine_thread`, so a slow or hung
-        encoder never stops heartbeats, ``/healthz`` or rebalances.
+        and the table writes (on leaving it) stay on the event loop; where the
+        encoder can block (a remote service, sequence mode) the engine —
+        encoder calls included, with their timeouts and backoff — runs in the
+        engine thread, so a slow or hung encoder never stops heartbeats,
+        ``/healthz`` or rebalances.
         """
         work = self._prepare_events(batch)
         if work.valid:
