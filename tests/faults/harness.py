@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
-from tests.integration.worker_harness import WorkerProcess
+from tests.integration.worker_harness import WorkerProcess, reader
 
 __all__ = [
     "ChaosWorker",
@@ -499,14 +499,7 @@ async def _verify(
     lettered: set[str] = set()
     report = Report(scenario=scenario, sent=len(plan))
     first_of_last: float | None = None
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_partition_fetch_bytes=16 << 20,
-        fetch_max_wait_ms=100,
-    )
+    consumer = reader(bootstrap)
     await consumer.start()
     try:
         topics = {prefix + "recommendations": "rec", prefix + "dead-letters": "dead"}

@@ -246,14 +246,7 @@ def consume(
 async def _consume(
     bootstrap: str, topic: str, until: Callable[[list[Received]], bool], timeout_s: float
 ) -> list[Received]:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_partition_fetch_bytes=16 << 20,
-        fetch_max_wait_ms=100,
-    )
+    consumer = reader(bootstrap)
     await consumer.start()
     received: list[Received] = []
     try:
@@ -286,6 +279,18 @@ async def _consume(
     finally:
         await consumer.stop()
     return received
+
+
+def reader(bootstrap: str) -> AIOKafkaConsumer:
+    """A consumer outside any group that reads from the beginning (for tests' checks)."""
+    return AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=16 << 20,
+        fetch_max_wait_ms=100,
+    )
 
 
 def create_topics(bootstrap: str, prefix: str, *, partitions: int = 4) -> dict[str, int]:

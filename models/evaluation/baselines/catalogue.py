@@ -50,30 +50,6 @@ def top_k_indices(scores: np.ndarray, k: int, tie_break: np.ndarray | None = Non
     return candidates[np.lexsort((candidates, -secondary[candidates], -scores[candidates]))]
 
 
-class _SuccessorRow:
-    """Exact weighted successor counts of one source item, as parallel arrays."""
-
-    __slots__ = ("indices", "positions", "size", "values")
-
-    def __init__(self) -> None:
-        self.positions: dict[int, int] = {}
-        self.indices = np.zeros(8, np.int64)
-        self.values = np.zeros(8, np.float64)
-        self.size = 0
-
-    def add(self, target: int, weight: float) -> None:
-        position = self.positions.get(target)
-        if position is None:
-            position = self.size
-            if position == len(self.indices):
-                self.indices = np.concatenate([self.indices, np.zeros(position, np.int64)])
-                self.values = np.concatenate([self.values, np.zeros(position, np.float64)])
-            self.positions[target] = position
-            self.indices[position] = target
-            self.size += 1
-        self.values[position] += weight
-
-
 class CatalogueRecommender:
     """Base of the baselines: the catalogue, each user's history, exclusion and top-k.
 
