@@ -155,8 +155,11 @@ async def events_agent(
                 delay_s = min(2 * delay_s, 30.0)
         await dead_letters.send(outcome.dead_letters)
         runtime.observe_sent(outcome)
-        if hold_acks:
+        if hold_acks and not runtime.stopping:
             runtime.hold_acks(stream, batch)
+        elif hold_acks:  # stopping: the shutdown hook ships the last deltas right after
+            for event in batch:
+                await stream.ack(event)
 
 
 async def items_agent(

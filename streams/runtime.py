@@ -134,6 +134,9 @@ class WorkerRuntime:
         #: ``(stream, event)`` of events answered but not acknowledged: their deltas are not
         #: on the broker yet (:func:`ship_deltas` acknowledges them once they are).
         self.unacked: list[tuple[Any, Any]] = []
+        #: Set when the worker begins to stop: batches are acknowledged at once from then
+        #: on (Faust waits for every acknowledgement before it stops its consumer).
+        self.stopping = False
         self._offsets_seen: dict[int, tuple[int, int]] = {}
         #: Held by whatever uses the engine from the event loop, so engine calls never overlap.
         self.engine_lock = asyncio.Lock()

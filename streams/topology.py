@@ -198,6 +198,8 @@ class Topology:
     windows: Any
     runtime: WorkerRuntime
     readers: dict[str, BroadcastReader]
+    #: Awaited when the worker begins to stop, before Faust waits for acknowledgements.
+    before_stop: Any = None
 
 
 def build_topology(
@@ -374,8 +376,25 @@ def build_topology(
     for reader in readers.values():
         app.task(_forever(reader))
 
+    async def before_stop() -> None:
+        """Ship the held events' deltas and acknowledge the events, before Faust stops.
+
+        Faust's consumer waits, as it stops, until every event it handed out is
+        acknowledged; the held ones are only once their deltas are shipped,
+        and the delta timer is stopped by then.
+        """
+        runtime.stopping = True
+        await ship_deltas(runtime, topics["cluster_deltas"], topics["collab_deltas"])
+
     register_web_views(app, runtime)
-    return Topology(app=app, topics=topics, windows=windows, runtime=runtime, readers=readers)
+    return Topology(
+        app=app,
+        topics=topics,
+        windows=windows,
+        runtime=runtime,
+        readers=readers,
+        before_stop=before_stop,
+    )
 
 
 def _forever(reader: BroadcastReader) -> Any:

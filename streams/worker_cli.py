@@ -58,6 +58,11 @@ def run_worker(settings: WorkerSettings) -> None:
         gate.close()
 
     class Worker(faust.Worker):
+        async def on_stop(self) -> None:
+            # Before the app stops its consumer, which waits for every acknowledgement.
+            await topology.before_stop()
+            await super().on_stop()
+
         def on_setup_root_logger(self, logger: Any, level: int) -> None:
             super().on_setup_root_logger(logger, level)
             # Faust leaves the root logger at DEBUG (its handler filters), so every
