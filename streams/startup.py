@@ -111,17 +111,21 @@ async def _until_ok(
     what: str,
     attempt: Callable[[], Awaitable[Any]],
     *,
+    retry_on: tuple[type[BaseException], ...],
     first_delay_s: float = 1.0,
     max_delay_s: float = 30.0,
 ) -> Any:
-    """``await attempt()`` until it succeeds, waiting with backoff; the gate says why meanwhile."""
+    """``await attempt()`` until it succeeds, waiting with backoff; the gate says why meanwhile.
+
+    Only ``retry_on`` errors (something unreachable) are waited out; anything
+    else — a wrong setting, a refused request — propagates, and the worker
+    exits with it.
+    """
     delay_s = first_delay_s
     while True:
         try:
             return await attempt()
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:
+        except retry_on as error:
             gate.waiting_for = f"{what}: {error}"
             logger.warning("waiting for %s (next try in %.0f s): %s", what, delay_s, error)
             await asyncio.sleep(delay_s)
@@ -140,10 +144,15 @@ async def wait_for_dependencies(
     ``gate`` (open meanwhile) tells probes what the worker waits for. Returns
     the partition count of every topic by role (from ``ensure_topics``).
     """
+    from aiokafka.errors import KafkaError
+
+    from models.remote_encoder import EncoderUnavailableError
+
     partitions = await _until_ok(
         gate,
         f"the Kafka brokers at {settings.kafka_bootstrap}",
         lambda: ensure_topics(settings),
+        retry_on=(KafkaError, OSError, TimeoutError),
         first_delay_s=first_delay_s,
     )
     if settings.encoder_backend == "remote":
@@ -151,6 +160,7 @@ async def wait_for_dependencies(
             gate,
             f"the encoder service at {settings.encoder_url}",
             lambda: asyncio.to_thread(_probe_encoder, settings),
+            retry_on=(EncoderUnavailableError, OSError),
             first_delay_s=first_delay_s,
         )
     gate.waiting_for = "loading the model and building the topology"
