@@ -114,8 +114,8 @@ async def events_agent(
     ``batch_backlog_within_s`` to fill while a backlog is queued, and only
     ``batch_within_s`` when the worker is caught up. ``generation`` (the
     consumer group generation) scopes :meth:`WorkerRuntime.check_offsets`.
-    With ``hold_acks`` (the worker, which ships deltas; needs ``backlog``) a
-    published batch is not acknowledged yet: :func:`ship_deltas` does it once
+    With ``hold_acks`` (``DRIFTREC_ACK_AFTER_DELTAS``, experimental; needs
+    ``backlog``) a published batch is not acknowledged yet: :func:`ship_deltas` does it once
     the deltas the batch caused are on the broker.
     """
     settings = runtime.settings

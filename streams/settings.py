@@ -150,6 +150,13 @@ class WorkerSettings(EngineSettings):
         "encodes every batch); off the loop, heartbeats and /healthz never wait for an "
         "encoder, on it the engine's Python code does not contend for the GIL with Faust's.",
     )
+    ack_after_deltas: bool = Field(
+        False,
+        description="Experimental: acknowledge events only once the deltas they caused are on "
+        "the broker, so a SIGKILL'd worker loses none of its last counts and cluster updates. "
+        "Off: with it, a graceful stop mid-stream left single events unanswered in the "
+        "scale-out test (docs/reliability.md).",
+    )
     delta_interval_s: float = Field(
         2.0, gt=0, description="How often a worker ships its clusterer and counts deltas."
     )

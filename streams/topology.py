@@ -299,7 +299,7 @@ def build_topology(
             dead_letters,
             backlog=lambda: events_backlog(app, runtime),
             generation=lambda: app.consumer_generation_id,
-            hold_acks=True,
+            hold_acks=settings.ack_after_deltas,
         )
 
     @app.agent(topics["items"], name="items")
