@@ -30,8 +30,8 @@ from tests.faults.harness import (
     wipe,
 )
 from tests.faults.proxy import FaultProxy
+from tests.integration.conftest import run_kafka_script, script_env
 from tests.integration.worker_harness import (
-    REPO_ROOT,
     create_topics,
     delete_topics,
     free_port,
@@ -244,15 +244,22 @@ def two_workers_one_killed(rig: Rig) -> Report:
     return rig.verify("two workers, one killed for good", timeout_s=300)
 
 
+def _broker(rig: Rig, command: str) -> None:
+    """``deploy/kafka/kafka.sh up|down`` for the broker the scenario runs against."""
+    result = run_kafka_script(command, script_env(rig.bootstrap), timeout_s=180.0)
+    if result.returncode != 0:
+        raise RuntimeError(f"kafka.sh {command} failed:\n{result.stdout}")
+
+
 def broker_restart(rig: Rig, *, down_s: float = 20.0) -> Report:
     """The broker stopped for ``down_s`` at 30 % of the stream, then started again."""
     worker = rig.worker("through-outage", rig.data_dir("outage"))
     rig.wait_serving(worker)
     load = rig.load()
     wait_share(load, 0.3)
-    kafka_script("down")
+    _broker(rig, "down")
     time.sleep(down_s)
-    kafka_script("up")
+    _broker(rig, "up")
     load.join(600)
     return rig.verify(f"broker down {down_s:.0f} s", timeout_s=300)
 
@@ -331,16 +338,6 @@ def steady_with_poison(rig: Rig) -> Report:
     load = rig.load()
     load.join(600)
     return rig.verify("poison records at 1 %")
-
-
-def kafka_script(command: str) -> None:
-    """``deploy/kafka/kafka.sh up|down`` (the broker the tests and the suite run against)."""
-    subprocess.run(
-        ["bash", str(REPO_ROOT / "deploy" / "kafka" / "kafka.sh"), command],
-        check=True,
-        capture_output=True,
-        timeout=180,
-    )
 
 
 @contextlib.contextmanager
