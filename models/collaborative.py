@@ -6,7 +6,9 @@ What other users did is held as forward-decayed sums (see
 * ``popularity[i]`` — decayed consumption weight of item ``i`` (half-life
   ``collab_half_life_s``);
 * ``trending[i]`` — the same with the short ``trending_half_life_s``;
-* ``cluster_popularity[c][i]`` — popularity among users currently in cluster ``c``;
+* ``cluster_popularity[c][i]`` — popularity among users currently in cluster ``c``,
+  kept as a bounded heavy-hitter row per cluster (its most consumed items: the
+  cluster's candidate list, and memory that does not grow with the catalogue);
 * ``transitions[a][b]`` — how often ``b`` followed ``a`` in a user's stream,
   counted from each of the user's last ``W`` items with weight ``δ^(d-1)``
   for the item ``d`` steps back (``transition_distance_decay``; a
@@ -31,8 +33,9 @@ import numpy as np
 from models.forward_decay import ForwardDecay
 from models.growable_vector import GrowableVector
 from models.successor_counts import SuccessorCounts
+from models.top_items import TopItems
 
-__all__ = ["CollaborativeCounts", "CollaborativeDelta"]
+__all__ = ["CollaborativeCounts", "CollaborativeDelta", "dense_rows"]
 
 
 @dataclass
@@ -143,6 +146,10 @@ class CollaborativeCounts:
         Successors kept per item (globally).
     cluster_transition_capacity
         Successors kept per (cluster, item).
+    cluster_popular_capacity
+        Items kept per cluster in its popularity row.
+    trending_head
+        How many of the most trending items are kept ready as candidates.
     track_deltas
         Keep what changed since the last :meth:`pop_delta` (a worker ships it
         to the others). An engine that ships nothing (embedded, evaluation)
@@ -169,6 +176,8 @@ class CollaborativeCounts:
         transition_distance_decay: float = 0.5,
         transition_capacity: int = 200,
         cluster_transition_capacity: int = 50,
+        cluster_popular_capacity: int = 500,
+        trending_head: int = 256,
         track_deltas: bool = True,
     ) -> None:
         if not 0.0 < transition_distance_decay <= 1.0:
@@ -181,7 +190,8 @@ class CollaborativeCounts:
         self.transition_distance_decay = transition_distance_decay
         self.popularity = GrowableVector()
         self.trending = GrowableVector()
-        self.cluster_popularity: dict[int, GrowableVector] = {}
+        self.cluster_popularity = SuccessorCounts(cluster_popular_capacity)
+        self.trending_head = TopItems(trending_head)
         self.transitions = SuccessorCounts(transition_capacity)
         self.cluster_transitions = SuccessorCounts(cluster_transition_capacity)
         self.track_deltas = track_deltas
@@ -207,11 +217,9 @@ class CollaborativeCounts:
         gt = self.trending_decay.gain(t) * weight
         self.popularity.add(item, g)
         self.trending.add(item, gt)
+        self.trending_head.offer(item, self.trending.values)
         if cluster is not None:
-            vec = self.cluster_popularity.get(cluster)
-            if vec is None:
-                vec = self.cluster_popularity[cluster] = GrowableVector(len(self.popularity.values))
-            vec.add(item, g)
+            self.cluster_popularity.add(cluster, item, g)
         decay = self.transition_distance_decay
         pairs = [
             (source, g * decay**r)
@@ -243,7 +251,7 @@ class CollaborativeCounts:
 
     def forget_cluster(self, cluster: int) -> None:
         """Drop the per-cluster counts of a retired cluster."""
-        self.cluster_popularity.pop(cluster, None)
+        self.cluster_popularity.drop_sources([cluster])
         self.cluster_transitions.drop_sources(
             [s for s in self.cluster_transitions.sources() if s[0] == cluster]  # type: ignore[index]
         )
@@ -252,8 +260,8 @@ class CollaborativeCounts:
         for decay, vectors, rows in (
             (
                 self.decay,
-                [self.popularity, *self.cluster_popularity.values()],
-                [self.transitions, self.cluster_transitions],
+                [self.popularity],
+                [self.transitions, self.cluster_transitions, self.cluster_popularity],
             ),
             (self.trending_decay, [self.trending], []),
         ):
@@ -267,22 +275,23 @@ class CollaborativeCounts:
                 decay.landmark = t
 
     # ------------------------------------------------------------------ score
-    def transition_scores(
+    def transition_pairs(
         self,
         recent: Sequence[Sequence[int]],
         *,
-        n_items: int,
         recency_decay: float,
         clusters: Sequence[int | None] | None = None,
         normalisation: float = 0.0,
-    ) -> np.ndarray:
-        """Dense ``[B, n_items]`` transition scores for B users.
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sparse transition scores of B users: ``(rows, items, values)``, one entry per
+        (row, successor) read — a row may name an item several times; the score is the sum.
 
         Row ``b`` sums the successor rows of ``recent[b]`` (most recent first),
         the item ``r`` steps back weighted ``recency_decay**r``, each row divided
         by its total to the power ``normalisation`` (0: raw counts, 1: the
         empirical P(next | source), so a popular source does not drown the others). With
         ``clusters`` the per-cluster transitions of each user's cluster are read.
+        The cost is the number of successors read, not the catalogue's size.
         """
         # Plain lists of the cached row arrays, then one concatenation: a handful of numpy
         # calls per batch instead of three per (user, source).
@@ -306,15 +315,57 @@ class CollaborativeCounts:
                     lengths.append(len(ids))
                     owners.append(b)
                 weight *= recency_decay
-        size = len(recent) * n_items
         if not cols:
-            return np.zeros((len(recent), n_items), np.float64)
-        c = np.concatenate(cols)
-        v = np.concatenate(vals) * np.repeat(scales, lengths)
-        r = np.repeat(np.asarray(owners, np.int64), lengths)
-        keep = c < n_items
-        flat = np.bincount(r[keep] * n_items + c[keep], weights=v[keep], minlength=size)
-        return flat.reshape(len(recent), n_items)
+            return _NO_PAIRS
+        return (
+            np.repeat(np.asarray(owners, np.int64), lengths),
+            np.concatenate(cols),
+            np.concatenate(vals) * np.repeat(scales, lengths),
+        )
+
+    def transition_scores(
+        self,
+        recent: Sequence[Sequence[int]],
+        *,
+        n_items: int,
+        recency_decay: float,
+        clusters: Sequence[int | None] | None = None,
+        normalisation: float = 0.0,
+    ) -> np.ndarray:
+        """Dense ``[B, n_items]`` form of :meth:`transition_pairs`."""
+        rows, items, values = self.transition_pairs(
+            recent, recency_decay=recency_decay, clusters=clusters, normalisation=normalisation
+        )
+        return dense_rows(rows, items, values, len(recent), n_items)
+
+    def cluster_popularity_pairs(
+        self, clusters: Sequence[int | None]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Popularity within each user's cluster as ``(rows, items, values)`` (none without one)."""
+        rows, cols, vals = [], [], []
+        for b, cluster in enumerate(clusters):
+            if cluster is None:
+                continue
+            ids, values = self.cluster_popularity.row_arrays(cluster)
+            if len(ids):
+                rows.append(np.full(len(ids), b, np.int64))
+                cols.append(ids)
+                vals.append(values)
+        if not rows:
+            return _NO_PAIRS
+        return np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
+
+    def cluster_popular_head(self, cluster: int, n: int) -> np.ndarray:
+        """The ``n`` items most consumed within ``cluster``, most first."""
+        ids, values = self.cluster_popularity.row_arrays(cluster)
+        if len(ids) <= n:
+            return ids[np.lexsort((ids, -values))]
+        top = np.argpartition(-values, n - 1)[:n]
+        return ids[top[np.lexsort((ids[top], -values[top]))]]
+
+    def trending_top(self, n: int) -> np.ndarray:
+        """The ``n`` most trending items, most first (maintained, not sorted per call)."""
+        return self.trending_head.top(self.trending.values, n)
 
     def popularity_scores(self, n_items: int) -> np.ndarray:
         return self.popularity.view(n_items)
@@ -324,12 +375,8 @@ class CollaborativeCounts:
 
     def cluster_popularity_scores(self, clusters: Sequence[int | None], n_items: int) -> np.ndarray:
         """Dense ``[B, n_items]`` popularity within each user's cluster (zeros without one)."""
-        out = np.zeros((len(clusters), n_items), np.float64)
-        for b, cluster in enumerate(clusters):
-            vec = self.cluster_popularity.get(cluster) if cluster is not None else None
-            if vec is not None:
-                out[b] = vec.view(n_items)
-        return out
+        rows, items, values = self.cluster_popularity_pairs(clusters)
+        return dense_rows(rows, items, values, len(clusters), n_items)
 
     # ------------------------------------------------------------------ merge
     def pop_delta(self, item_id_of: Callable[[int], str]) -> CollaborativeDelta:
@@ -366,17 +413,38 @@ class CollaborativeCounts:
         for item_id, v in delta.popularity.items():
             self.popularity.add(index_of(item_id), v * f)
         for item_id, v in delta.trending.items():
-            self.trending.add(index_of(item_id), v * ft)
+            index = index_of(item_id)
+            self.trending.add(index, v * ft)
+            self.trending_head.offer(index, self.trending.values)
         for cluster, row in delta.cluster_popularity.items():
-            vec = self.cluster_popularity.setdefault(cluster, GrowableVector())
-            for item_id, v in row.items():
-                vec.add(index_of(item_id), v * f)
+            self.cluster_popularity.add_row(cluster, {index_of(i): v * f for i, v in row.items()})
         for source, row in delta.transitions.items():
             self.transitions.add_row(index_of(source), {index_of(i): v * f for i, v in row.items()})
         for (cluster, source), row in delta.cluster_transitions.items():
             self.cluster_transitions.add_row(
                 (cluster, index_of(source)), {index_of(i): v * f for i, v in row.items()}
             )
+
+
+_NO_PAIRS = (np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float64))
+
+
+def dense_rows(
+    rows: np.ndarray, items: np.ndarray, values: np.ndarray, n_rows: int, n_items: int
+) -> np.ndarray:
+    """``[n_rows, n_items]`` sums of sparse ``(rows, items, values)`` (items beyond are dropped).
+
+    >>> dense_rows(np.array([0, 0, 1]), np.array([2, 2, 0]), np.array([1.0, 0.5, 3.0]), 2, 3)
+    array([[0. , 0. , 1.5],
+           [3. , 0. , 0. ]])
+    """
+    keep = items < n_items
+    if not keep.any():
+        return np.zeros((n_rows, n_items))
+    flat = np.bincount(
+        rows[keep] * n_items + items[keep], weights=values[keep], minlength=n_rows * n_items
+    )
+    return flat.reshape(n_rows, n_items)
 
 
 _DELTA_FORMAT = "driftrec.collab-delta"

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from models.candidates import CandidateBudget, TwoStageRanker
 from models.clustering import DecayingCentroids
 from models.clustering.base import Clusterer
 from models.collaborative import CollaborativeCounts
@@ -51,6 +52,7 @@ from models.settings import EngineSettings
 from models.shared_state import SharedState
 from models.state_store import MemoryStore, RocksDictStore, StateStore, WindowStore
 from models.user_window import SeenItems, UserWindow, WindowEntry
+from models.vector_index import ItemIndex
 
 __all__ = ["Engine", "UserState"]
 
@@ -90,6 +92,13 @@ class EngineStats:
     clustering_s: float = 0.0
     collaborative_s: float = 0.0
     ranking_s: float = 0.0
+    index_s: float = 0.0
+    #: How the last batch was ranked ("exact" / "two-stage") and its mean candidates per user.
+    ranking_mode: str = "exact"
+    candidates_per_user: float = 0.0
+    #: How the vector index came to be: "" (not yet), "built" or "restored", and in how long.
+    index_origin: str = ""
+    index_ready_s: float = 0.0
 
 
 class Engine(SharedState):
@@ -114,6 +123,9 @@ class Engine(SharedState):
         Global interest clusterer; ``None`` switches clustering off.
     clock
         Wall clock for ``emitted_at`` and latency only; never for event time.
+    persist_index
+        Save the vector index under ``data_dir`` on :meth:`close` and adopt it
+        when the next engine's catalogue holds the same items.
     ships_deltas
         Keep the collaborative counts' changes for :meth:`CollaborativeCounts.pop_delta`
         (a Kafka worker ships them to the other workers); off for an engine alone.
@@ -129,6 +141,7 @@ class Engine(SharedState):
         sequence_encoder: TextEncoderLike | None = None,
         clock: Callable[[], float] = time.time,
         ships_deltas: bool = False,
+        persist_index: bool = False,
     ) -> None:
         self.settings = settings
         if settings.blas_threads is not None:
@@ -146,6 +159,8 @@ class Engine(SharedState):
             transition_distance_decay=settings.transition_distance_decay,
             transition_capacity=settings.transition_capacity,
             cluster_transition_capacity=settings.cluster_transition_capacity,
+            cluster_popular_capacity=settings.cluster_popular_capacity,
+            trending_head=max(256, settings.candidates),
             track_deltas=ships_deltas,
         )
         self.ranker = HybridRanker(
@@ -162,6 +177,11 @@ class Engine(SharedState):
             transition_normalisation=settings.transition_normalisation,
             recent_items=settings.score_recent_items,
         )
+        self.two_stage = TwoStageRanker(self.ranker, CandidateBudget.split(settings.candidates))
+        #: The vector index two-stage ranking queries; built when first needed.
+        self.index: ItemIndex | None = None
+        self._index_changes = 0
+        self.persist_index = persist_index
         self.clock = clock
         self.stats = EngineStats()
         #: Recent cluster lifecycle events (born / retired / merged), newest last.
@@ -219,6 +239,7 @@ class Engine(SharedState):
             sequence_encoder=sequence_encoder,
             clock=clock,
             ships_deltas=ships_deltas,
+            persist_index=not in_memory,
         )
 
     @staticmethod
@@ -232,6 +253,8 @@ class Engine(SharedState):
         )
 
     def close(self) -> None:
+        if self.index is not None and self.persist_index:
+            self.save_index()
         self.store.close()
         close = getattr(self.encoder, "close", None)
         if close is not None:
@@ -435,11 +458,11 @@ class Engine(SharedState):
         return self._rank([users[u] for u in user_ids], k or self.settings.top_k)
 
     def _rank(self, states: Sequence[UserState], k: int) -> list[list[RankedItem]]:
-        started = time.perf_counter()
         centroid_of = getattr(self.clusterer, "centroid", None)  # clusterers with centroids
         requests = []
+        index_of = self.catalog.index_of
         for u in states:
-            seen_idx = [self.catalog.index_of(i) for i in u.seen.items()]
+            seen_idx = [index_of(i) for i in u.seen.items()]
             requests.append(
                 RankingRequest(
                     interest=u.interest,
@@ -455,15 +478,104 @@ class Engine(SharedState):
                     exclude=np.array([i for i in seen_idx if i is not None], np.int64),
                 )
             )
-        ranked = self.ranker.rank(
-            requests,
-            self.catalog.vectors,
-            self.counts,
-            k=k,
-            recommendable=self.catalog.recommendable,
-        )
+        mode = self.ranking_mode()
+        self.stats.ranking_mode = mode
+        if mode == "two-stage":
+            index = self.sync_index()
+            started = time.perf_counter()
+            ranked = self.two_stage.rank(
+                requests,
+                self.catalog.vectors,
+                self.counts,
+                index,
+                k=k,
+                recommendable=self.catalog.recommendable,
+                index_changes=self._index_changes,
+            )
+            self.stats.candidates_per_user = self.two_stage.last_candidates
+        else:
+            started = time.perf_counter()
+            ranked = self.ranker.rank(
+                requests,
+                self.catalog.vectors,
+                self.counts,
+                k=k,
+                recommendable=self.catalog.recommendable,
+            )
         self.stats.ranking_s += time.perf_counter() - started
         return ranked
+
+    # ------------------------------------------------------------- the index
+    def ranking_mode(self) -> str:
+        """``"exact"`` or ``"two-stage"``: the setting, or by catalogue size when ``auto``."""
+        mode = self.settings.ranking
+        if mode == "auto":
+            if self.index is not None:  # once built, the index is kept up to date: stay
+                return "two-stage"
+            big = self.recommendable_items > self.settings.exact_max_items
+            return "two-stage" if big else "exact"
+        return mode
+
+    def sync_index(self) -> ItemIndex:
+        """The vector index, built (or restored) when first needed, then kept in step with
+        the catalogue's changes (added, re-encoded, deleted items)."""
+        started = time.perf_counter()
+        catalog = self.catalog
+        if self.index is None:
+            self.index = self._restore_index()
+            self.stats.index_origin = "restored"
+            if self.index is None:
+                self.index = ItemIndex(
+                    catalog.dim, precision=self.settings.index_precision, **self._index_settings()
+                )
+                catalog.pop_changes()
+                keys = np.flatnonzero(catalog.recommendable)
+                self.index.upsert(keys, catalog.vectors[keys])
+                self.stats.index_origin = "built"
+            self.stats.index_ready_s = time.perf_counter() - started
+        changed = catalog.pop_changes()
+        if len(changed):
+            alive = catalog.recommendable[changed]
+            self.index.remove(changed[~alive])
+            self.index.upsert(changed[alive], catalog.vectors[changed[alive]])
+            self._index_changes += len(changed)
+        self.stats.index_s += time.perf_counter() - started
+        return self.index
+
+    def _index_settings(self) -> dict[str, int]:
+        s = self.settings
+        return {
+            "connectivity": s.index_connectivity,
+            "expansion_add": s.index_expansion_add,
+            "expansion_search": s.index_expansion_search,
+            "threads": s.index_threads,
+        }
+
+    @property
+    def _index_dir(self) -> Path:
+        return Path(self.settings.data_dir) / "item-index"
+
+    def save_index(self) -> None:
+        """Write the vector index under ``data_dir`` (for the next engine on this volume)."""
+        if self.index is not None:
+            self.sync_index()
+            ids = [self.catalog.id_of(i) for i in range(len(self.catalog))]
+            self.index.save(self._index_dir, ids, self.catalog.vectors)
+
+    def _restore_index(self) -> ItemIndex | None:
+        """The saved index, when the catalogue holds the items it was saved for."""
+        if not self.persist_index:
+            return None
+        catalog = self.catalog
+        catalog.pop_changes()  # restore() compares every vector with the saved ones
+        return ItemIndex.restore(
+            self._index_dir,
+            [catalog.id_of(i) for i in range(len(catalog))],
+            catalog.vectors,
+            catalog.recommendable,
+            precision=self.settings.index_precision,
+            **self._index_settings(),
+        )
 
     def process(
         self, events: Sequence[BehaviourEvent], *, received_at: float | None = None

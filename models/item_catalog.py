@@ -5,7 +5,9 @@ has a row in ``vectors`` (float32, unit norm). Items referenced by events
 before the catalogue knows them get a *provisional* text (the event's
 ``item_text`` or the id) and are re-encoded once their real record arrives.
 Deleted items keep their index (indices are never reused, so collaborative
-counts stay aligned) but are no longer recommended.
+counts stay aligned) but are no longer recommended. Every change of an item's
+vector or availability is logged (:meth:`ItemCatalog.pop_changes`), so a vector
+index follows the catalogue in time proportional to the changes.
 """
 
 from __future__ import annotations
@@ -68,7 +70,9 @@ class ItemCatalog:
         self._vectors = np.zeros((64, dim), np.float32)
         self._has_vector = np.zeros(64, bool)
         self._active = np.zeros(64, bool)
+        self._recommendable = np.zeros(64, bool)
         self._pending: dict[int, str] = {}
+        self._changed: dict[int, None] = {}
         self.version = 0  #: bumped on every change that alters rankings
 
     # ----------------------------------------------------------------- lookups
@@ -98,9 +102,15 @@ class ItemCatalog:
 
     @property
     def recommendable(self) -> np.ndarray:
-        """``[n_items]`` mask of items that may be recommended (active and encoded)."""
-        n = len(self._ids)
-        return self._active[:n] & self._has_vector[:n]
+        """``[n_items]`` mask of items that may be recommended (active and encoded); a view."""
+        return self._recommendable[: len(self._ids)]
+
+    def pop_changes(self) -> np.ndarray:
+        """Indices whose vector or availability changed since the last call (sorted)."""
+        changed = np.fromiter(self._changed, np.int64, len(self._changed))
+        self._changed = {}
+        changed.sort()
+        return changed
 
     # ----------------------------------------------------------------- updates
     def _add(self, item_id: str, text: str, *, provisional: bool) -> int:
@@ -112,6 +122,7 @@ class ItemCatalog:
             self._vectors = vectors
             self._has_vector = np.concatenate([self._has_vector, np.zeros(cap - idx, bool)])
             self._active = np.concatenate([self._active, np.zeros(cap - idx, bool)])
+            self._recommendable = np.concatenate([self._recommendable, np.zeros(cap - idx, bool)])
         self._index[item_id] = idx
         self._ids.append(item_id)
         self._entries.append(_Entry(text, provisional, True))
@@ -128,7 +139,7 @@ class ItemCatalog:
         entry = self._entries[idx]
         if entry.text != text or entry.provisional or not entry.active:
             self._entries[idx] = _Entry(text, False, True)
-            self._active[idx] = True
+            self._set_active(idx, True)
             self._pending[idx] = text
         return idx
 
@@ -148,7 +159,7 @@ class ItemCatalog:
         idx = self._index.get(item_id)
         if idx is None or not self._active[idx]:
             return False
-        self._active[idx] = False
+        self._set_active(idx, False)
         self._entries[idx].active = False
         self._pending.pop(idx, None)
         self.version += 1
@@ -165,9 +176,17 @@ class ItemCatalog:
         norms = np.linalg.norm(vecs, axis=1, keepdims=True)
         self._vectors[idx] = vecs / np.maximum(norms, 1e-12)
         self._has_vector[idx] = True
+        self._recommendable[idx] = self._active[idx]
         for i in idx.tolist():
             self._pending.pop(i, None)
+            self._changed[i] = None
         self.version += 1
+
+    def _set_active(self, idx: int, active: bool) -> None:
+        if bool(self._active[idx]) != active:
+            self._active[idx] = active
+            self._recommendable[idx] = active and bool(self._has_vector[idx])
+            self._changed[idx] = None
 
     def encode_pending(self, encoder: TextEncoderLike) -> int:
         """Encode every pending item text in one encoder call; returns how many."""

@@ -1,7 +1,12 @@
-"""Hybrid ranking over the full catalogue, a batch of users at once.
+"""Hybrid ranking of a batch of users: seven signals blended over each user's columns.
 
-Every signal is a dense ``[B, n_items]`` matrix, scaled per user to ``[0, 1]``
-by its row maximum so that blend weights mean the same for every user:
+The columns are the items a user is scored on: the whole catalogue in *exact*
+mode (every signal a dense ``[B, n_items]`` matrix), or the user's own
+candidates in *two-stage* mode (``[B, C]``, see :mod:`models.candidates`).
+The blend is the same code in both, so two-stage equals exact whenever the
+candidates hold every allowed item. Each signal is scaled per user to
+``[0, 1]`` by its maximum over the user's allowed columns, so that blend
+weights mean the same for every user:
 
 ==========================  =====================================================
 source                      signal
@@ -18,26 +23,29 @@ source                      signal
 
 ``score = Σ_s w_s · signal_s``; the item's ``source`` is the signal with the
 largest weighted contribution. Consumed and non-recommendable items are
-excluded before the top ``k`` are taken with ``argpartition``.
+excluded. **Tie rule** (one for the engine and every baseline): higher score
+first, then the lower catalogue index.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from models.collaborative import CollaborativeCounts
+from models.collaborative import CollaborativeCounts, dense_rows
 
 __all__ = [
     "SOURCES",
     "BlendWeights",
+    "Columns",
     "HybridRanker",
     "RankedItem",
     "RankingRequest",
     "facet_shares",
     "facet_shares_many",
+    "scatter_columns",
 ]
 
 SOURCES = (
@@ -158,6 +166,66 @@ def facet_shares_many(
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class Columns:
+    """The items each row of a batch is scored on.
+
+    ``items`` is ``[B, C]`` catalogue indices (``-1`` pads a short row);
+    ``allowed`` marks the columns that may be returned (recommendable, not
+    consumed, not padding). ``shared`` says every row's columns are the
+    catalogue itself, ``items[b] = 0..n-1`` (exact mode): signals are then
+    plain products with the item matrix.
+    """
+
+    items: np.ndarray
+    allowed: np.ndarray
+    shared: bool
+
+    @classmethod
+    def catalogue(
+        cls, requests: Sequence[RankingRequest], n_items: int, recommendable: np.ndarray | None
+    ) -> Columns:
+        """Exact mode: every row scores the whole catalogue."""
+        allowed = np.ones((len(requests), n_items), bool)
+        if recommendable is not None:
+            allowed[:, ~recommendable[:n_items]] = False
+        for row, request in enumerate(requests):
+            if len(request.exclude):
+                allowed[row, request.exclude[request.exclude < n_items]] = False
+        items = np.broadcast_to(np.arange(n_items, dtype=np.int64), allowed.shape)
+        return cls(items, allowed, shared=True)
+
+
+SparseSignal = tuple[np.ndarray, np.ndarray, np.ndarray]
+"""``(rows, items, values)``: a signal known only where it is non-zero (summed per cell)."""
+
+
+def scatter_columns(signal: SparseSignal, columns: Columns) -> np.ndarray:
+    """``[B, C]`` values of a sparse signal at each row's columns (0 where it has none).
+
+    >>> cols = Columns(np.array([[4, 2, -1], [2, 7, 9]]), np.ones((2, 3), bool), shared=False)
+    >>> scatter_columns((np.array([0, 1, 1, 0]), np.array([2, 9, 9, 7]),
+    ...                  np.array([1.0, 2.0, 0.5, 9.0])), cols).tolist()
+    [[0.0, 1.0, 0.0], [0.0, 0.0, 2.5]]
+    """
+    rows, items, values = signal
+    n_rows, width = columns.items.shape
+    if columns.shared:
+        return dense_rows(rows, items, values, n_rows, width)
+    if not len(rows) or not columns.items.size:
+        return np.zeros((n_rows, width))
+    stride = int(max(columns.items.max(initial=0), items.max(initial=0))) + 2
+    cell_keys = np.arange(n_rows, dtype=np.int64)[:, None] * stride + columns.items
+    cell_keys = np.where(columns.items >= 0, cell_keys, -1).reshape(-1)
+    order = np.argsort(cell_keys, kind="stable")
+    sorted_keys = cell_keys[order]
+    wanted = rows * stride + items
+    at = np.minimum(np.searchsorted(sorted_keys, wanted), len(sorted_keys) - 1)
+    hit = sorted_keys[at] == wanted
+    flat = np.bincount(order[at[hit]], weights=values[hit], minlength=n_rows * width)
+    return flat.reshape(n_rows, width)
+
+
 class HybridRanker:
     """Blend content, cluster and collaborative signals into top-k lists.
 
@@ -172,7 +240,7 @@ class HybridRanker:
 
     Examples
     --------
-    >>> from models.collaborative import CollaborativeCounts
+    >>> from models.collaborative import CollaborativeCounts, dense_rows
     >>> vectors = np.eye(3, dtype=np.float32)
     >>> counts = CollaborativeCounts()
     >>> counts.observe(item=0, previous=[], t=0.0, weight=1.0, cluster=None)
@@ -206,20 +274,61 @@ class HybridRanker:
         k: int,
         recommendable: np.ndarray | None = None,
     ) -> list[list[RankedItem]]:
-        """Top-``k`` items for each request, best first."""
-        n_rows, n_items = len(requests), len(item_vectors)
-        if n_rows == 0:
+        """Top-``k`` items for each request over the whole catalogue (exact mode), best first."""
+        if not requests:
             return []
-        allowed = np.ones((n_rows, n_items), bool)
-        if recommendable is not None:
-            allowed[:, ~recommendable[:n_items]] = False
-        for row, request in enumerate(requests):
-            if len(request.exclude):
-                allowed[row, request.exclude[request.exclude < n_items]] = False
-        total = np.zeros((n_rows, n_items))
-        best = np.zeros((n_rows, n_items))
-        source = np.zeros((n_rows, n_items), np.int8)
-        for s, signal in self._signals(requests, item_vectors, counts, allowed, k):
+        columns = Columns.catalogue(requests, len(item_vectors), recommendable)
+        return self.blend(
+            requests, item_vectors, counts, columns, self.sparse_signals(requests, counts), k=k
+        )
+
+    def sparse_signals(
+        self, requests: Sequence[RankingRequest], counts: CollaborativeCounts
+    ) -> dict[int, SparseSignal]:
+        """The batch's collaborative signals, by source index, read once from the counts.
+
+        Their cost is the number of successors read, not the catalogue's size;
+        two-stage ranking also draws candidates from them.
+        """
+        w = self.weights
+        out: dict[int, SparseSignal] = {}
+        recent = [list(r.recent[: self.recent_items]) for r in requests]
+        clusters = [r.cluster for r in requests]
+        has_cluster = any(c is not None for c in clusters)
+        if w.transitions:
+            out[3] = counts.transition_pairs(
+                recent,
+                recency_decay=self.recency_decay,
+                normalisation=self.transition_normalisation,
+            )
+        if w.cluster_transitions and has_cluster:
+            out[4] = counts.transition_pairs(
+                recent,
+                recency_decay=self.recency_decay,
+                clusters=clusters,
+                normalisation=self.transition_normalisation,
+            )
+        if w.cluster_popular and has_cluster:
+            out[5] = counts.cluster_popularity_pairs(clusters)
+        return out
+
+    def blend(
+        self,
+        requests: Sequence[RankingRequest],
+        item_vectors: np.ndarray,
+        counts: CollaborativeCounts,
+        columns: Columns,
+        sparse: dict[int, SparseSignal],
+        *,
+        k: int,
+    ) -> list[list[RankedItem]]:
+        """Top-``k`` of each row's allowed columns, best first (ties: lower item index)."""
+        n_rows, width = columns.allowed.shape
+        allowed = columns.allowed
+        total = np.zeros((n_rows, width))
+        best = np.zeros((n_rows, width))
+        source = np.zeros((n_rows, width), np.int8)
+        for s, signal in self._signals(requests, item_vectors, counts, columns, sparse, k):
             weight = self.weights.of(SOURCES[s])
             if weight == 0.0 or signal is None:
                 continue
@@ -229,14 +338,18 @@ class HybridRanker:
             best[better] = contribution[better]
             source[better] = s
         total[~allowed] = -np.inf
-        k = min(k, n_items)
+        k = min(k, width)
         top = np.argpartition(-total, k - 1, axis=1)[:, :k] if k else np.zeros((n_rows, 0), int)
         results: list[list[RankedItem]] = []
         for row in range(n_rows):
             cand = top[row][np.isfinite(total[row, top[row]])]
-            cand = cand[np.lexsort((cand, -total[row, cand]))]
+            items = columns.items[row, cand]
+            cand = cand[np.lexsort((items, -total[row, cand]))]
             results.append(
-                [RankedItem(int(i), float(total[row, i]), SOURCES[source[row, i]]) for i in cand]
+                [
+                    RankedItem(int(i), float(total[row, c]), SOURCES[source[row, c]])
+                    for c, i in zip(cand.tolist(), columns.items[row, cand].tolist(), strict=True)
+                ]
             )
         return results
 
@@ -245,73 +358,137 @@ class HybridRanker:
         requests: Sequence[RankingRequest],
         item_vectors: np.ndarray,
         counts: CollaborativeCounts,
-        allowed: np.ndarray,
+        columns: Columns,
+        sparse: dict[int, SparseSignal],
         k: int,
-    ):
-        """Yield ``(source index, [B, n] matrix)`` lazily, skipping zero weights."""
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(source index, [B, C] matrix)`` lazily, skipping zero weights."""
         w = self.weights
-        n_items, dim = item_vectors.shape
-        if w.content:
+        with_facets = (
+            [row for row, r in enumerate(requests) if r.facets is not None and len(r.facets)]
+            if w.facet
+            else []
+        )
+        with_centroid = w.centroid and any(r.centroid is not None for r in requests)
+        similarities = _vector_similarities(
+            requests,
+            item_vectors,
+            columns,
+            with_facets,
+            content=bool(w.content),
+            centroid=bool(with_centroid),
+        )
+        if similarities.content is not None:
+            yield 0, similarities.content
+        if with_facets:
+            importance = np.concatenate([requests[row].facet_importance for row in with_facets])
+            yield (
+                1,
+                facet_shares_many(
+                    similarities.facets, importance, similarities.facet_owners, columns.allowed, k
+                ),
+            )
+        if similarities.centroid is not None:
+            yield 2, similarities.centroid
+        for s in (3, 4, 5):
+            if s in sparse:
+                yield s, scatter_columns(sparse[s], columns)
+        if w.trending:
+            values = counts.trending.values
+            if columns.shared:
+                yield 6, np.tile(counts.trending_scores(columns.items.shape[1]), (len(requests), 1))
+            else:
+                items = columns.items
+                inside = (items >= 0) & (items < len(values))
+                yield 6, np.where(inside, values[np.where(inside, items, 0)], 0.0)
+
+
+@dataclass(slots=True)
+class _Similarities:
+    content: np.ndarray | None = None
+    centroid: np.ndarray | None = None
+    facets: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    facet_owners: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+
+def _vector_similarities(
+    requests: Sequence[RankingRequest],
+    item_vectors: np.ndarray,
+    columns: Columns,
+    with_facets: list[int],
+    *,
+    content: bool,
+    centroid: bool,
+) -> _Similarities:
+    """Cosines of each row's columns with its interest, facets and cluster centroid."""
+    n_rows = len(requests)
+    dim = item_vectors.shape[1]
+    out = _Similarities()
+    facet_counts = [len(requests[row].facets) for row in with_facets]  # type: ignore[arg-type]
+    out.facet_owners = np.repeat(np.asarray(with_facets, np.int64), facet_counts)
+    if columns.shared:
+        vectors_t = item_vectors.T
+        if content:
             interest = np.stack(
                 [r.interest if r.interest is not None else np.zeros(dim) for r in requests]
             ).astype(np.float32)
-            yield 0, (interest @ item_vectors.T).astype(np.float64)
-        with_facets = [
-            row for row, r in enumerate(requests) if r.facets is not None and len(r.facets)
-        ]
-        if w.facet and with_facets:
-            # Every user's facets in one product and one ranking pass, not one per user.
+            out.content = (interest @ vectors_t).astype(np.float64)
+        if with_facets:
             stacked = np.concatenate([requests[row].facets for row in with_facets])
-            importance = np.concatenate([requests[row].facet_importance for row in with_facets])
-            owners = np.repeat(
-                np.asarray(with_facets, np.int64),
-                [len(requests[row].facets) for row in with_facets],  # type: ignore[arg-type]
-            )
-            similarity = stacked.astype(np.float32) @ item_vectors.T
-            yield 1, facet_shares_many(similarity, importance, owners, allowed, k)
-        if w.centroid and any(r.centroid is not None for r in requests):
-            # Users of one cluster share its centroid: score each cluster once.
-            keys: list[object] = [
-                None if r.centroid is None else ("row", row) if r.cluster is None else r.cluster
-                for row, r in enumerate(requests)
-            ]
-            distinct: dict[object, np.ndarray] = {
-                key: r.centroid
-                for key, r in zip(keys, requests, strict=True)
-                if r.centroid is not None
-            }
-            order = list(distinct)
-            scores = np.stack([distinct[key] for key in order]).astype(np.float32) @ item_vectors.T
-            position = {key: i for i, key in enumerate(order)}
-            centroid_scores = np.zeros((len(requests), n_items))
-            for row, key in enumerate(keys):
-                if key is not None:
-                    centroid_scores[row] = scores[position[key]]
-            yield 2, centroid_scores
-        recent = [list(r.recent[: self.recent_items]) for r in requests]
-        if w.transitions:
-            yield (
-                3,
-                counts.transition_scores(
-                    recent,
-                    n_items=n_items,
-                    recency_decay=self.recency_decay,
-                    normalisation=self.transition_normalisation,
-                ),
-            )
-        clusters = [r.cluster for r in requests]
-        if w.cluster_transitions and any(c is not None for c in clusters):
-            yield (
-                4,
-                counts.transition_scores(
-                    recent,
-                    n_items=n_items,
-                    recency_decay=self.recency_decay,
-                    clusters=clusters,
-                    normalisation=self.transition_normalisation,
-                ),
-            )
-        if w.cluster_popular and any(c is not None for c in clusters):
-            yield 5, counts.cluster_popularity_scores(clusters, n_items)
-        if w.trending:
-            yield 6, np.tile(counts.trending_scores(n_items), (len(requests), 1))
+            out.facets = stacked.astype(np.float32) @ vectors_t
+        if centroid:
+            out.centroid = _centroid_scores(requests, vectors_t)
+        return out
+    # Per-row columns: one gather of each row's candidate vectors, one batched product
+    # with that row's queries [interest, centroid, facet 1..F].
+    n_facets = max(facet_counts, default=0)
+    queries = np.zeros((n_rows, 2 + n_facets, dim), np.float32)
+    for row, r in enumerate(requests):
+        if content and r.interest is not None:
+            queries[row, 0] = r.interest
+        if centroid and r.centroid is not None:
+            queries[row, 1] = r.centroid
+    for row, count in zip(with_facets, facet_counts, strict=True):
+        queries[row, 2 : 2 + count] = requests[row].facets
+    items = np.where(columns.items >= 0, columns.items, 0)
+    width = items.shape[1]
+    sims = np.empty((n_rows, width, queries.shape[1]), np.float32)
+    chunk = max(1, _GATHER_FLOATS // max(1, width * dim))
+    for start in range(0, n_rows, chunk):
+        end = min(n_rows, start + chunk)
+        np.matmul(
+            item_vectors[items[start:end]],
+            queries[start:end].transpose(0, 2, 1),
+            out=sims[start:end],
+        )
+    if content:
+        out.content = sims[:, :, 0].astype(np.float64)
+    if centroid:
+        out.centroid = sims[:, :, 1].astype(np.float64)
+    if with_facets:
+        slot = np.concatenate([np.arange(count) for count in facet_counts]) + 2
+        out.facets = sims[out.facet_owners, :, slot]
+    return out
+
+
+_GATHER_FLOATS = 4_000_000
+"""Candidate vectors gathered at once (16 MB of float32): bounds the product's memory."""
+
+
+def _centroid_scores(requests: Sequence[RankingRequest], vectors_t: np.ndarray) -> np.ndarray:
+    """``[B, n]`` cosine with each row's centroid; users of one cluster share one product."""
+    keys: list[object] = [
+        None if r.centroid is None else ("row", row) if r.cluster is None else r.cluster
+        for row, r in enumerate(requests)
+    ]
+    distinct: dict[object, np.ndarray] = {
+        key: r.centroid for key, r in zip(keys, requests, strict=True) if r.centroid is not None
+    }
+    order = list(distinct)
+    scores = np.stack([distinct[key] for key in order]).astype(np.float32) @ vectors_t
+    position = {key: i for i, key in enumerate(order)}
+    out = np.zeros((len(requests), vectors_t.shape[1]))
+    for row, key in enumerate(keys):
+        if key is not None:
+            out[row] = scores[position[key]]
+    return out

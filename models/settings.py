@@ -165,6 +165,34 @@ class EngineSettings(BaseSettings):
     weight_cluster_popularity: float = 0.05
     weight_trending: float = 0.1
 
+    # --- catalogue scale: two-stage ranking ---------------------------------
+    ranking: Literal["auto", "exact", "two-stage"] = Field(
+        "auto",
+        description="exact: every user scored on the whole catalogue; two-stage: on a budget "
+        "of candidates (transitions, nearest items from the vector index, cluster lists, "
+        "trending) only; auto: exact up to exact_max_items recommendable items.",
+    )
+    exact_max_items: int = Field(
+        2_000, ge=0, description="auto ranking switches to two-stage above this many items."
+    )
+    candidates: int = Field(
+        500, ge=10, le=100_000, description="Candidates per user in two-stage ranking (budget)."
+    )
+    cluster_popular_capacity: int = Field(
+        500, ge=1, description="Most consumed items kept per interest cluster."
+    )
+    index_precision: Literal["f32", "f16", "i8"] = Field(
+        "f16", description="How the vector index stores item vectors."
+    )
+    index_connectivity: int = Field(16, ge=4, le=128, description="HNSW edges per node (M).")
+    index_expansion_add: int = Field(64, ge=8, description="HNSW search depth when adding.")
+    index_expansion_search: int = Field(
+        64, ge=8, description="HNSW search depth when querying (recall against speed)."
+    )
+    index_threads: int = Field(
+        1, ge=0, description="Threads an index build or batch search may use (0: all cores)."
+    )
+
     @field_validator("event_weights")
     @classmethod
     def _weights_positive(cls, value: dict[str, float]) -> dict[str, float]:

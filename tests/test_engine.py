@@ -192,3 +192,57 @@ def test_users_follow_their_drift_into_new_clusters(tmp_path, minilm_encoder):
                 moves += 1
     assert moves >= 20, f"only {moves} cluster moves for 60 drifting users"
     engine.close()
+
+
+def test_ranking_switches_to_two_stage_above_the_catalogue_size(tmp_path, minilm_encoder, shop):
+    """auto: exact on a small catalogue, two-stage (with a built index) above the setting;
+    the recommendations of both hold no consumed item, and mostly the same items."""
+    events = shop.events[:200]
+    lists = {}
+    for mode, limit in (("exact", 10_000), ("two-stage", len(shop.items) - 1)):
+        engine = _engine(tmp_path / mode, minilm_encoder, ranking="auto", exact_max_items=limit)
+        engine.upsert_items(shop.items)
+        recs = []
+        for start in range(0, len(events), 32):
+            recs += engine.process(events[start : start + 32])
+        assert engine.stats.ranking_mode == mode
+        assert (engine.index is not None) == (mode == "two-stage")
+        consumed: dict[str, set[str]] = {}
+        for event, rec in zip(events, recs, strict=True):
+            consumed.setdefault(event.user_id, set()).add(event.item_id)
+            assert not {i.item_id for i in rec.items} & consumed[event.user_id]
+        lists[mode] = [[i.item_id for i in r.items] for r in recs]
+        engine.close()
+    overlap = np.mean(
+        [len(set(a) & set(b)) / max(1, len(a)) for a, b in zip(*lists.values(), strict=True)]
+    )
+    assert overlap >= 0.9, overlap
+
+
+def test_the_index_follows_the_catalogue_and_is_adopted_after_a_restart(
+    tmp_path, minilm_encoder, shop
+):
+    engine = _engine(tmp_path, minilm_encoder, ranking="two-stage")
+    engine.upsert_items(shop.items)
+    engine.process(shop.events[:64])
+    assert engine.index is not None and len(engine.index) == len(shop.items)
+    assert engine.stats.index_origin == "built"
+    gone = shop.items[0].item_id
+    engine.delete_item(gone)
+    engine.upsert_items([CatalogItem(item_id="new-1", title="A brand new teapot")])
+    engine.process(shop.events[64:96])
+    index = engine.index
+    assert len(index) == len(shop.items)  # one deleted, one added
+    assert engine.catalog.index_of(gone) not in index
+    assert engine.catalog.index_of("new-1") in index
+    engine.close()
+
+    again = _engine(tmp_path, minilm_encoder, ranking="two-stage")
+    again.upsert_items(shop.items)
+    again.delete_item(gone)
+    again.upsert_items([CatalogItem(item_id="new-1", title="A brand new teapot")])
+    restored = again.sync_index()
+    assert again.stats.index_origin == "restored"
+    assert len(restored) == len(shop.items)
+    assert again.catalog.index_of(gone) not in restored
+    again.close()
