@@ -49,20 +49,20 @@ class CandidateBudget:
     transitions carry most of the blend's weight, so they get the largest share.
     """
 
-    transitions: int = 200
-    cluster_transitions: int = 50
-    nearest: int = 100
-    facet: int = 40
-    cluster_nearest: int = 50
-    cluster_popular: int = 30
-    trending: int = 30
+    transitions: int = 120
+    cluster_transitions: int = 30
+    nearest: int = 60
+    facet: int = 30
+    cluster_nearest: int = 40
+    cluster_popular: int = 20
+    trending: int = 20
 
     @classmethod
     def split(cls, total: int) -> CandidateBudget:
         """A budget of about ``total`` candidates per user in the default proportions.
 
-        >>> CandidateBudget.split(500).transitions, sum(CandidateBudget.split(1000).shares())
-        (200, 1000)
+        >>> CandidateBudget.split(320).transitions, sum(CandidateBudget.split(640).shares())
+        (120, 640)
         """
         base = cls()
         scale = total / sum(base.shares())
@@ -217,7 +217,7 @@ class TwoStageRanker:
             popular = counts.cluster_popular_head(r.cluster, budget.cluster_popular)
             if len(popular):
                 add(np.full(len(popular), row), popular)
-        trending = counts.trending_top(budget.trending + 32)[: budget.trending]
+        trending = counts.trending_top(budget.trending)
         if len(trending):
             add(np.repeat(np.arange(n_rows), len(trending)), np.tile(trending, n_rows))
         return self._columns(requests, rows, items, recommendable)

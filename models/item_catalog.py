@@ -13,7 +13,6 @@ index follows the catalogue in time proportional to the changes.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -33,13 +32,6 @@ class TextEncoderLike(Protocol):
     def model_version(self) -> str: ...
 
     def encode(self, texts: Sequence[str], *, max_tokens: int | None = None) -> np.ndarray: ...
-
-
-@dataclass(slots=True)
-class _Entry:
-    text: str
-    provisional: bool
-    active: bool
 
 
 class ItemCatalog:
@@ -66,7 +58,10 @@ class ItemCatalog:
         self.dim = dim
         self._index: dict[str, int] = {}
         self._ids: list[str] = []
-        self._entries: list[_Entry] = []
+        # Parallel lists and arrays, not an object per item: 10^6 small objects would be
+        # walked by every full garbage collection (pauses of seconds).
+        self._texts: list[str] = []
+        self._provisional = np.zeros(64, bool)
         self._vectors = np.zeros((64, dim), np.float32)
         self._has_vector = np.zeros(64, bool)
         self._active = np.zeros(64, bool)
@@ -89,11 +84,11 @@ class ItemCatalog:
         return self._ids[index]
 
     def text_of(self, index: int) -> str:
-        return self._entries[index].text
+        return self._texts[index]
 
     def is_provisional(self, item_id: str) -> bool:
         idx = self._index.get(item_id)
-        return idx is not None and self._entries[idx].provisional
+        return idx is not None and bool(self._provisional[idx])
 
     @property
     def vectors(self) -> np.ndarray:
@@ -113,19 +108,24 @@ class ItemCatalog:
         return changed
 
     # ----------------------------------------------------------------- updates
+    def _grow(self, needed: int) -> None:
+        """Capacity × 1.5 (not × 2: at 10^6 items the vectors alone are 1.5 GB)."""
+        cap = max(needed, len(self._has_vector) * 3 // 2)
+        vectors = np.zeros((cap, self.dim), np.float32)
+        vectors[: len(self._vectors)] = self._vectors
+        self._vectors = vectors
+        for name in ("_has_vector", "_active", "_recommendable", "_provisional"):
+            old = getattr(self, name)
+            setattr(self, name, np.concatenate([old, np.zeros(cap - len(old), bool)]))
+
     def _add(self, item_id: str, text: str, *, provisional: bool) -> int:
         idx = len(self._ids)
         if idx >= len(self._has_vector):
-            cap = 2 * len(self._has_vector)
-            vectors = np.zeros((cap, self.dim), np.float32)
-            vectors[:idx] = self._vectors[:idx]
-            self._vectors = vectors
-            self._has_vector = np.concatenate([self._has_vector, np.zeros(cap - idx, bool)])
-            self._active = np.concatenate([self._active, np.zeros(cap - idx, bool)])
-            self._recommendable = np.concatenate([self._recommendable, np.zeros(cap - idx, bool)])
+            self._grow(idx + 1)
         self._index[item_id] = idx
         self._ids.append(item_id)
-        self._entries.append(_Entry(text, provisional, True))
+        self._texts.append(text)
+        self._provisional[idx] = provisional
         self._active[idx] = True
         self._pending[idx] = text
         return idx
@@ -136,9 +136,9 @@ class ItemCatalog:
         idx = self._index.get(item.item_id)
         if idx is None:
             return self._add(item.item_id, text, provisional=False)
-        entry = self._entries[idx]
-        if entry.text != text or entry.provisional or not entry.active:
-            self._entries[idx] = _Entry(text, False, True)
+        if self._texts[idx] != text or self._provisional[idx] or not self._active[idx]:
+            self._texts[idx] = text
+            self._provisional[idx] = False
             self._set_active(idx, True)
             self._pending[idx] = text
         return idx
@@ -148,9 +148,9 @@ class ItemCatalog:
         idx = self._index.get(item_id)
         if idx is None:
             return self._add(item_id, text_hint or item_id, provisional=True)
-        entry = self._entries[idx]
-        if entry.provisional and text_hint and entry.text != text_hint and entry.text == item_id:
-            entry.text = text_hint
+        text = self._texts[idx]
+        if self._provisional[idx] and text_hint and text != text_hint and text == item_id:
+            self._texts[idx] = text_hint
             self._pending[idx] = text_hint
         return idx
 
@@ -160,7 +160,6 @@ class ItemCatalog:
         if idx is None or not self._active[idx]:
             return False
         self._set_active(idx, False)
-        self._entries[idx].active = False
         self._pending.pop(idx, None)
         self.version += 1
         return True

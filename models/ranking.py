@@ -222,6 +222,8 @@ def scatter_columns(signal: SparseSignal, columns: Columns) -> np.ndarray:
     wanted = rows * stride + items
     at = np.minimum(np.searchsorted(sorted_keys, wanted), len(sorted_keys) - 1)
     hit = sorted_keys[at] == wanted
+    if not hit.any():
+        return np.zeros((n_rows, width))
     flat = np.bincount(order[at[hit]], weights=values[hit], minlength=n_rows * width)
     return flat.reshape(n_rows, width)
 

@@ -176,7 +176,7 @@ class EngineSettings(BaseSettings):
         2_000, ge=0, description="auto ranking switches to two-stage above this many items."
     )
     candidates: int = Field(
-        500, ge=10, le=100_000, description="Candidates per user in two-stage ranking (budget)."
+        320, ge=10, le=100_000, description="Candidates per user in two-stage ranking (budget)."
     )
     cluster_popular_capacity: int = Field(
         500, ge=1, description="Most consumed items kept per interest cluster."
@@ -187,7 +187,7 @@ class EngineSettings(BaseSettings):
     index_connectivity: int = Field(16, ge=4, le=128, description="HNSW edges per node (M).")
     index_expansion_add: int = Field(64, ge=8, description="HNSW search depth when adding.")
     index_expansion_search: int = Field(
-        64, ge=8, description="HNSW search depth when querying (recall against speed)."
+        48, ge=8, description="HNSW search depth when querying (recall against speed)."
     )
     index_threads: int = Field(
         1, ge=0, description="Threads an index build or batch search may use (0: all cores)."

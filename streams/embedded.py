@@ -8,6 +8,7 @@ calls with the same batch semantics.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
 
@@ -35,7 +36,27 @@ def run_stream(
     progress: bool = True,
     description: str = "events",
 ) -> int:
-    """Stream ``events`` through ``engine.process``; returns recommendations emitted."""
+    """Stream ``events`` through ``engine.process``; returns recommendations emitted.
+
+    Objects alive at the start (the model, the catalogue) are frozen out of the
+    garbage collector's full collections for the run, as a worker does once ready.
+    """
+    gc.collect()
+    gc.freeze()
+    try:
+        return _run(engine, events, batch_size, on_batch, progress, description)
+    finally:
+        gc.unfreeze()
+
+
+def _run(
+    engine: Engine,
+    events: Sequence[BehaviourEvent],
+    batch_size: int,
+    on_batch: Callable[[list[BehaviourEvent], list[Recommendation]], None] | None,
+    progress: bool,
+    description: str,
+) -> int:
     emitted = 0
     with tqdm(
         total=len(events), desc=description, unit="ev", disable=not progress, mininterval=0.5

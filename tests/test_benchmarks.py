@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import clustering, encoder, engine, report
+from benchmarks import catalogue_scale, clustering, encoder, engine, report
 
 
 @pytest.mark.slow
@@ -23,6 +23,7 @@ def test_every_benchmark_runs_tiny_and_the_report_is_written(tmp_path: Path) -> 
         "clustering": clustering.run("tiny", progress=False),
         "encoder": encoder.run("tiny", progress=False),
         "engine": engine.run("tiny", data=None, progress=False),
+        "scale": catalogue_scale.run("tiny", progress=False),
     }
     for name, figures in runs.items():
         figures.update(
@@ -54,14 +55,30 @@ def test_every_benchmark_runs_tiny_and_the_report_is_written(tmp_path: Path) -> 
         eng[2]["native_items"] * f for f in (1, 4, 16)
     ]
     assert all(r["events_per_s"] > 0 and r["peak_rss_mib"] > 0 for r in eng)
+    scale = runs["scale"]["rows"]
+    assert {(r["ranking"], r["stream"]) for r in scale} == {
+        ("two-stage", "live shop"),
+        ("two-stage", "bursty replay"),
+        ("exact", "live shop"),
+    }
+    live = [r for r in scale if r["stream"] == "live shop"]
+    assert all(r["users_per_batch"] > 150 for r in live)  # a live shop: ~one user per event
+    assert all(0 < r["candidates_per_user"] < r["items"] for r in scale if r["ranking"] != "exact")
 
     markdown = tmp_path / "benchmarks.md"
     report.write(results, markdown)
     text = markdown.read_text()
-    for heading in ("## 1. Clustering", "## 2. Encoder", "## 3. Engine", "## 5. GPU"):
+    for heading in (
+        "## 1. Clustering",
+        "## 2. Encoder",
+        "## 3. Engine",
+        "## 3b. Catalogue",
+        "## 5. GPU",
+    ):
         assert heading in text
     assert {p.name for p in results.glob("*.png")} == {
         "clustering.png",
         "encoder.png",
         "engine.png",
+        "scale.png",
     }

@@ -138,7 +138,7 @@ def test_a_realistic_budget_finds_the_exact_top_ten():
     recommendable = np.ones(len(vectors), bool)
     ranker = HybridRanker()
     exact = ranker.rank(requests, vectors, counts, k=10, recommendable=recommendable)
-    staged = TwoStageRanker(ranker, CandidateBudget.split(500)).rank(
+    staged = TwoStageRanker(ranker, CandidateBudget.split(320)).rank(
         requests, vectors, counts, index, k=10, recommendable=recommendable, index_changes=0
     )
     recall = np.mean(
