@@ -105,7 +105,8 @@ def eval_command(
         typer.Option(
             help="all, none, or a comma list of: popularity, recent-popularity, "
             "item-transitions, recent-items-transitions, text-similarity, "
-            "driftrec-no-clustering."
+            "driftrec-no-clustering, driftrec-exact (then the report gives the share of its "
+            "top-k each other list holds)."
         ),
     ] = "all",
     batch: Annotated[
@@ -177,7 +178,7 @@ def eval_command(
         raise typer.BadParameter(f"{dataset}: no events to evaluate")
 
     encoder = None
-    if driftrec or {"text-similarity", "driftrec-no-clustering"} & set(names):
+    if driftrec or {"text-similarity", "driftrec-no-clustering", "driftrec-exact"} & set(names):
         from models.encoder_factory import make_encoder
         from models.vector_cache import CachedEncoder
 

@@ -179,6 +179,10 @@ class LeaveOneOutResult:
     test: EvaluationResult
 
 
+REFERENCE = "driftrec-exact"
+"""The recommender whose lists the others' are compared with, when it runs."""
+
+
 class _Scorer:
     """Scores lists of every recommender and times their calls (one protocol or split)."""
 
@@ -195,14 +199,18 @@ class _Scorer:
         self.recommend_s = dict.fromkeys(names, 0.0)
         self.times = array("d")
         self.repeat_targets = 0
+        # How much of the exact engine's top-k each other recommender's list holds.
+        self.reference = REFERENCE if REFERENCE in names else None
+        self.overlap = {name: [0.0, 0] for name in names if name != REFERENCE}
 
     def score(self, targets: Sequence[BehaviourEvent], consumed: dict[str, set[str]]) -> None:
         """Ask every recommender once for the targets' users and score against their items."""
         user_ids = [event.user_id for event in targets]
         empty: set[str] = set()
+        returned: dict[str, list[list[str]]] = {}
         for recommender in self.recommenders:
             started = time.perf_counter()
-            lists = recommender.recommend(user_ids, self.k)
+            lists = returned[recommender.name] = recommender.recommend(user_ids, self.k)
             self.recommend_s[recommender.name] += time.perf_counter() - started
             if len(lists) != len(user_ids):
                 raise ValueError(
@@ -216,6 +224,13 @@ class _Scorer:
                     target=event.item_id,
                     consumed=consumed.get(event.user_id, empty),
                 )
+        if self.reference is not None:
+            reference = returned[self.reference]
+            for name, sums in self.overlap.items():
+                for ours, exact in zip(returned[name], reference, strict=True):
+                    if exact:
+                        sums[0] += len(set(ours) & set(exact)) / len(exact)
+                        sums[1] += 1
         for event in targets:
             self.times.append(event.ts)
             if event.item_id in consumed.get(event.user_id, empty):
@@ -252,6 +267,13 @@ class _Scorer:
                 learn_s=self.learn_s[recommender.name],
                 recommend_s=self.recommend_s[recommender.name],
             )
+        if self.reference is not None:
+            parameters = {
+                **parameters,
+                f"recall_of_{self.reference}_top_k": {
+                    name: sums[0] / sums[1] for name, sums in self.overlap.items() if sums[1]
+                },
+            }
         return EvaluationResult(
             protocol=protocol,
             k=self.k,

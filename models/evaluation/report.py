@@ -100,15 +100,11 @@ def summary_table(result: EvaluationResult, *, title: str | None = None) -> Tabl
             f"{result.catalogue_size:,} items, {result.wall_s:,.0f} s"
         ),
     )
-    for header in (
-        "recommender",
-        f"HR@{k}",
-        f"NDCG@{k}",
-        f"MRR@{k}",
-        "cover",
-        "learn s",
-        "rec. s",
-    ):
+    found = next((v for key, v in result.parameters.items() if key.startswith("recall_of_")), None)
+    headers = ["recommender", f"HR@{k}", f"NDCG@{k}", f"MRR@{k}", "cover", "learn s", "rec. s"]
+    if found is not None:
+        headers.append("exact top-k found")
+    for header in headers:
         if header == "recommender":
             width = max((len(name) for name in result.recommenders), default=11)
             table.add_column(header, min_width=width, no_wrap=True)
@@ -118,7 +114,7 @@ def summary_table(result: EvaluationResult, *, title: str | None = None) -> Tabl
     for name, r in result.recommenders.items():
         s = r.summary
         hr = f"{s.hr:.4f}"
-        table.add_row(
+        cells = [
             name,
             f"[bold]{hr}[/bold]" if s.hr == best_hr and s.n else hr,
             f"{s.ndcg:.4f}",
@@ -126,7 +122,10 @@ def summary_table(result: EvaluationResult, *, title: str | None = None) -> Tabl
             f"{s.coverage:.3f}",
             f"{r.learn_s:,.1f}",
             f"{r.recommend_s:,.1f}",
-        )
+        ]
+        if found is not None:
+            cells.append(f"{found[name]:.3f}" if name in found else "–")
+        table.add_row(*cells)
     return table
 
 

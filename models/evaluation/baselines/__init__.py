@@ -22,6 +22,9 @@ name                            score of item ``i`` for a user
 ``text-similarity``             cosine of ``i``'s text vector with the user's last item's
 ``driftrec-no-clustering``      the engine with ``clustering=False`` (its exclusion is the
                                 engine's own: the last ``seen_capacity`` distinct items)
+``driftrec-exact``              the engine with ``ranking="exact"``: every item scored, the
+                                reference two-stage ranking is checked against (the
+                                evaluator reports how much of its top-k the others find)
 ==============================  ==============================================================
 
 Equal scores are ordered by global popularity so far, then by catalogue index
@@ -55,6 +58,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BASELINE_NAMES",
+    "ENGINE_VARIANTS",
     "CatalogueRecommender",
     "EngineRecommender",
     "GlobalPopularity",
@@ -75,7 +79,14 @@ BASELINE_NAMES: tuple[str, ...] = (
     "recent-items-transitions",
     "text-similarity",
     "driftrec-no-clustering",
+    "driftrec-exact",
 )
+
+#: Engine variants: the settings each changes.
+ENGINE_VARIANTS: dict[str, dict[str, object]] = {
+    "driftrec-no-clustering": {"clustering": False},
+    "driftrec-exact": {"ranking": "exact"},
+}
 
 
 def resolve_baseline_names(spec: str) -> list[str]:
@@ -115,8 +126,8 @@ def build_baselines(
 ) -> list[CatalogueRecommender | EngineRecommender]:
     """The named baselines, each with the catalogue loaded, in ``BASELINE_NAMES`` order.
 
-    ``text-similarity`` and ``driftrec-no-clustering`` need the ``encoder``;
-    ``driftrec-no-clustering`` is built from ``settings`` with clustering off.
+    ``text-similarity`` and the engine variants need the ``encoder``; the
+    variants are built from ``settings`` with their change (``ENGINE_VARIANTS``).
 
     >>> [b.name for b in build_baselines(["item-transitions", "popularity"], [])]
     ['popularity', 'item-transitions']
@@ -145,7 +156,7 @@ def build_baselines(
                 base = settings or EngineSettings()
                 built.append(
                     EngineRecommender.build(
-                        base.model_copy(update={"clustering": False}),
+                        base.model_copy(update=ENGINE_VARIANTS[name]),
                         items,
                         encoder=encoder,
                         name=name,
