@@ -227,10 +227,12 @@ def test_build_baselines_by_name(minilm_encoder):
     items = catalogue(5)
     built = build_baselines(list(BASELINE_NAMES), items, encoder=minilm_encoder)
     assert [b.name for b in built] == list(BASELINE_NAMES)
-    engine = built[-1]
-    assert isinstance(engine, EngineRecommender)
-    assert engine.engine.clusterer is None
-    engine.close()
+    unclustered, exact = built[-2:]
+    assert isinstance(unclustered, EngineRecommender) and isinstance(exact, EngineRecommender)
+    assert unclustered.engine.clusterer is None
+    assert exact.engine.clusterer is not None and exact.engine.settings.ranking == "exact"
+    unclustered.close()
+    exact.close()
     with pytest.raises(ValueError, match="needs the text encoder"):
         build_baselines(["text-similarity"], items)
     with pytest.raises(ValueError, match="unknown baselines"):
