@@ -29,6 +29,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -182,6 +183,8 @@ class Engine(SharedState):
         self.index: ItemIndex | None = None
         self._index_changes = 0
         self.persist_index = persist_index
+        if persist_index:
+            self.catalog.reserve(ItemIndex.saved_ids(self._index_dir))
         self.clock = clock
         self.stats = EngineStats()
         #: Recent cluster lifecycle events (born / retired / merged), newest last.
@@ -506,6 +509,20 @@ class Engine(SharedState):
         return ranked
 
     # ------------------------------------------------------------- the index
+    def summary(self) -> dict[str, Any]:
+        """:meth:`SharedState.summary` and how the engine ranks (mode, index, candidates)."""
+        stats = self.stats
+        return {
+            **super().summary(),
+            "ranking": {
+                "mode": self.ranking_mode(),
+                "index_items": None if self.index is None else len(self.index),
+                "index_origin": stats.index_origin or None,
+                "index_ready_s": round(stats.index_ready_s, 3),
+                "candidates_per_user": round(stats.candidates_per_user, 1),
+            },
+        }
+
     def ranking_mode(self) -> str:
         """``"exact"`` or ``"two-stage"``: the setting, or by catalogue size when ``auto``."""
         mode = self.settings.ranking

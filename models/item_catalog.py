@@ -154,6 +154,18 @@ class ItemCatalog:
             self._pending[idx] = text_hint
         return idx
 
+    def reserve(self, item_ids: Iterable[str]) -> None:
+        """Give these items the next indices, in this order, without text or vector yet.
+
+        A restart reserves the indices the items had before (the vector index is
+        keyed by them); their records fill them in as they are read. A reserved
+        item is not recommendable, and is not encoded from its id, until then.
+        """
+        for item_id in item_ids:
+            if item_id not in self._index:
+                idx = self._add(item_id, item_id, provisional=True)
+                self._pending.pop(idx, None)
+
     def delete(self, item_id: str) -> bool:
         """Stop recommending an item (a tombstone on the items topic)."""
         idx = self._index.get(item_id)

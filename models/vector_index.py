@@ -34,6 +34,7 @@ IndexPrecision = Literal["f32", "f16", "i8"]
 _META = "item-index.json"
 _GRAPH = "item-index.usearch"
 _FINGERPRINTS = "item-index-fingerprints.npy"
+_IDS = "item-index-ids.json"
 
 
 class ItemIndex:
@@ -150,6 +151,7 @@ class ItemIndex:
         self._index.save(str(tmp))
         tmp.replace(directory / _GRAPH)
         np.save(directory / _FINGERPRINTS, fingerprints(vectors))
+        (directory / _IDS).write_text(json.dumps(list(item_ids)))
         meta = {
             "dim": self.dim,
             "precision": self.precision,
@@ -157,6 +159,19 @@ class ItemIndex:
             "ids_digest": _digest(item_ids),
         }
         (directory / _META).write_text(json.dumps(meta))
+
+    @staticmethod
+    def saved_ids(directory: Path) -> list[str]:
+        """The item ids a saved index's keys stand for, in key order (empty if none saved).
+
+        A catalogue that reserves them first gives every item its old index, so the
+        saved index stays valid whatever order the items are read in afterwards.
+        """
+        try:
+            ids = json.loads((directory / _IDS).read_text())
+        except (OSError, ValueError):
+            return []
+        return [str(i) for i in ids] if isinstance(ids, list) else []
 
     @classmethod
     def restore(

@@ -216,8 +216,16 @@ class WorkerRuntime:
         async with self.engine_lock:
             return await self._in_engine_thread(work)
 
-    async def _in_engine_thread(self, work: Callable[..., _T], *args: Any) -> _T:
-        if not self.off_loop:
+    async def run_off_loop(self, work: Callable[[], _T]) -> _T:
+        """``work()`` under the engine lock, always in the engine thread: for work that
+        takes seconds or minutes whatever the mode (building the vector index)."""
+        async with self.engine_lock:
+            return await self._in_engine_thread(work, always=True)
+
+    async def _in_engine_thread(
+        self, work: Callable[..., _T], *args: Any, always: bool = False
+    ) -> _T:
+        if not (self.off_loop or always):
             return work(*args)
         future = asyncio.get_running_loop().run_in_executor(self._engine_thread, work, *args)
         try:
@@ -230,6 +238,24 @@ class WorkerRuntime:
                 with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.wait([future])
             raise
+
+    def prepare_ranking(self) -> None:
+        """Build (or restore) the vector index before the worker reports ready, when the
+        catalogue is big enough for two-stage ranking: the first batch must not wait for it."""
+        if self.engine.ranking_mode() == "two-stage":
+            self.engine.sync_index()
+            stats = self.engine.stats
+            logger.info(
+                "vector index %s in %.1f s (%d items)",
+                stats.index_origin,
+                stats.index_ready_s,
+                self.engine.recommendable_items,
+            )
+
+    def save_ranking_state(self) -> None:
+        """Save the vector index under ``data_dir`` for the next start on this volume."""
+        if self.engine.index is not None and self.engine.persist_index:
+            self.engine.save_index()
 
     def close(self) -> None:
         """Let the engine thread go (after its current work)."""

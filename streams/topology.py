@@ -323,6 +323,7 @@ def build_topology(
         """Ship what is still pending, so a restart (which replays the deltas) misses nothing."""
         await ship_deltas(runtime, topics["cluster_deltas"], topics["collab_deltas"])
         await publisher.stop()
+        await runtime.run_off_loop(runtime.save_ranking_state)
         runtime.close()
         gc.unfreeze()  # let the interpreter's last collection free everything
 
@@ -342,13 +343,14 @@ def build_topology(
     async def report(failures: list[tuple[Any, BaseException]]) -> None:
         await dead_letters.send(runtime.broadcast_dead_letters(failures))
 
+    items_read = asyncio.Event()
     readers = {
         "item_vectors": BroadcastReader(
             settings,
             settings.topic("item_vectors"),
             runtime.apply_item_vector,
             on_errors=report,
-            caught_up=runtime.catalog_loaded,
+            caught_up=items_read,
             runner=runtime.run_in_engine_thread,
         ),
         "collab_deltas": BroadcastReader(
@@ -375,6 +377,13 @@ def build_topology(
         runtime.model_loaded.set()
     for reader in readers.values():
         app.task(_forever(reader))
+
+    @app.task
+    async def prepare_ranking() -> None:
+        """The catalogue is loaded once its vectors are read and the index is ready."""
+        await items_read.wait()
+        await runtime.run_off_loop(runtime.prepare_ranking)
+        runtime.catalog_loaded.set()
 
     async def before_stop() -> None:
         """Ship the held events' deltas and acknowledge the events, before Faust stops.

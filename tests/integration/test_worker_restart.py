@@ -6,6 +6,10 @@ the same data directory it must still know her history: after she consumes a
 that forgot her would recommend some of the 20). Stopped again and started on
 an *empty* data directory, it restores her window from the table's changelog
 topic: after a 22nd item her list is exactly the 9 items left.
+
+The worker ranks in two-stage mode (candidates from its vector index): its
+lists must be as exact as the catalogue is small, and the index it saved on
+stopping is adopted by the restart on the same data directory.
 """
 
 from __future__ import annotations
@@ -71,7 +75,7 @@ def test_history_survives_restart_and_a_lost_data_directory(
     first_dir, empty_dir = tmp_path / "data", tmp_path / "fresh-data"
 
     def worker(data_dir: Path, name: str) -> WorkerProcess:
-        env = worker_env(kafka_bootstrap, prefix, app_id, data_dir, top_k=10)
+        env = worker_env(kafka_bootstrap, prefix, app_id, data_dir, top_k=10, ranking="two-stage")
         return WorkerProcess(env, tmp_path / f"{name}.log", name=name)
 
     def wait_catalog(process: WorkerProcess) -> None:
@@ -97,6 +101,9 @@ def test_history_survives_restart_and_a_lost_data_directory(
             rec = answer_to(kafka_bootstrap, prefix, "alice-20")
             assert {i.item_id for i in rec.items} == {i.item_id for i in CATALOG[21:]}
             assert rec.cluster.previous is not None  # her cluster id came back too
+            ranking = again.state()["ranking"]
+            assert ranking["mode"] == "two-stage" and ranking["index_origin"] == "restored"
+            assert ranking["index_items"] == len(CATALOG)
 
         with worker(empty_dir, "empty-dir") as restored:
             wait_catalog(restored)
@@ -104,5 +111,6 @@ def test_history_survives_restart_and_a_lost_data_directory(
             rec = answer_to(kafka_bootstrap, prefix, "alice-21")
             assert {i.item_id for i in rec.items} == {i.item_id for i in CATALOG[22:]}
             assert rec.cluster.previous is not None
+            assert restored.state()["ranking"]["index_origin"] == "built"
     finally:
         delete_topics(kafka_bootstrap, [prefix, app_id + "-"])
