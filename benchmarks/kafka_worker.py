@@ -126,8 +126,12 @@ async def publish(
 class Workers:
     """``n`` ``driftrec worker`` subprocesses in one group, each with its own data dir and port."""
 
-    def __init__(self, n: int, env: dict[str, str], profile: str | None = None) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="driftrec-bench-"))
+    def __init__(
+        self, n: int, env: dict[str, str], profile: str | None = None, root: Path | None = None
+    ) -> None:
+        """``root``: the folder of the data dirs and logs (a fresh one by default; the
+        same one to restart workers on their data)."""
+        self.root = root or Path(tempfile.mkdtemp(prefix="driftrec-bench-"))
         self.ports = [free_port() for _ in range(n)]
         self.processes: list[subprocess.Popen[bytes]] = []
         for i, port in enumerate(self.ports):

@@ -547,7 +547,9 @@ class Engine(SharedState):
                 )
                 catalog.pop_changes()
                 keys = np.flatnonzero(catalog.recommendable)
-                self.index.upsert(keys, catalog.vectors[keys])
+                self.index.upsert(
+                    keys, catalog.vectors[keys], threads=self.settings.index_build_threads
+                )
                 self.stats.index_origin = "built"
             self.stats.index_ready_s = time.perf_counter() - started
         changed = catalog.pop_changes()
@@ -590,6 +592,7 @@ class Engine(SharedState):
             [catalog.id_of(i) for i in range(len(catalog))],
             catalog.vectors,
             catalog.recommendable,
+            build_threads=self.settings.index_build_threads,
             precision=self.settings.index_precision,
             **self._index_settings(),
         )

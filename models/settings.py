@@ -190,7 +190,12 @@ class EngineSettings(BaseSettings):
         48, ge=8, description="HNSW search depth when querying (recall against speed)."
     )
     index_threads: int = Field(
-        1, ge=0, description="Threads an index build or batch search may use (0: all cores)."
+        1, ge=0, description="Threads a batch search of the vector index uses (0: all cores)."
+    )
+    index_build_threads: int = Field(
+        0,
+        ge=0,
+        description="Threads that build the vector index before a worker is ready (0: all cores).",
     )
 
     @field_validator("event_weights")

@@ -102,15 +102,22 @@ class ItemIndex:
         """Bytes the graph and its vectors hold."""
         return int(self._index.memory_usage)
 
-    def upsert(self, keys: Sequence[int] | np.ndarray, vectors: np.ndarray) -> None:
-        """Add items, replacing the vectors of keys already present."""
+    def upsert(
+        self, keys: Sequence[int] | np.ndarray, vectors: np.ndarray, *, threads: int | None = None
+    ) -> None:
+        """Add items, replacing the vectors of keys already present (``threads``: for this
+        call, e.g. all cores while building before the worker is ready)."""
         keys = np.asarray(keys, np.uint64).reshape(-1)
         if not len(keys):
             return
         present = np.fromiter((int(k) in self._index for k in keys), bool, len(keys))
         if present.any():
             self._index.remove(keys[present])
-        self._index.add(keys, np.asarray(vectors, np.float32), threads=self.threads)
+        self._index.add(
+            keys,
+            np.asarray(vectors, np.float32),
+            threads=self.threads if threads is None else threads,
+        )
 
     def remove(self, keys: Sequence[int] | np.ndarray) -> None:
         """Forget items (absent keys are ignored)."""
@@ -180,6 +187,8 @@ class ItemIndex:
         item_ids: Sequence[str],
         vectors: np.ndarray,
         recommendable: np.ndarray,
+        *,
+        build_threads: int | None = None,
         **settings: Any,
     ) -> ItemIndex | None:
         """The saved index brought up to date with this catalogue, or None to rebuild.
@@ -215,7 +224,7 @@ class ItemIndex:
         index.remove(keys[~recommendable[: len(item_ids)]])
         redo = keys[changed & recommendable[: len(item_ids)]]
         if len(redo):
-            index.upsert(redo, vectors[redo])
+            index.upsert(redo, vectors[redo], threads=build_threads)
         return index
 
 

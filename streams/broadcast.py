@@ -55,6 +55,13 @@ class BroadcastReader:
         Runs the handling of each fetch, given as a function without arguments
         (the worker passes :meth:`WorkerRuntime.run_in_engine_thread`: the
         handlers change the engine); by default it runs inline.
+    handle_many
+        Instead of ``handle``: called with each partition's records of a fetch,
+        in offset order, returning ``[(record, exception), …]`` for those it
+        could not apply (a catalogue of 10^6 items is adopted in batches).
+    positions
+        Where to start reading, per partition (a worker that saved its catalogue
+        reads only what came after); partitions not named start at the beginning.
     """
 
     def __init__(
@@ -67,6 +74,8 @@ class BroadcastReader:
         start_after: asyncio.Event | None = None,
         caught_up: asyncio.Event | None = None,
         runner: Callable[[Callable[[], None]], Awaitable[None]] | None = None,
+        handle_many: Callable[[list[Any]], list[tuple[Any, BaseException]]] | None = None,
+        positions: dict[int, int] | None = None,
     ) -> None:
         self.settings = settings
         self.runner = runner
@@ -75,9 +84,10 @@ class BroadcastReader:
         self.on_errors = on_errors
         self.start_after = start_after
         self.caught_up = caught_up if caught_up is not None else asyncio.Event()
+        self.handle_many = handle_many
         self.records_read = 0
         #: Next offset to read, per partition.
-        self.positions: dict[int, int] = {}
+        self.positions: dict[int, int] = dict(positions or {})
 
     async def run_forever(self, retry_s: float = 2.0) -> None:
         """:meth:`run`, restarted after ``retry_s`` whenever it fails."""
@@ -129,6 +139,9 @@ class BroadcastReader:
 
                     def handle_all(fetched: dict = batches, failed: list = failures) -> None:
                         for records in fetched.values():
+                            if self.handle_many is not None:
+                                self._handle_many(records, failed)
+                                continue
                             for record in records:
                                 self._handle(record, failed)
 
@@ -150,6 +163,15 @@ class BroadcastReader:
             self.handle(record.key, record.value)
         except Exception as error:
             failures.append((record, error))
+
+    def _handle_many(self, records: list[Any], failures: list[tuple[Any, BaseException]]) -> None:
+        assert self.handle_many is not None
+        self.records_read += len(records)
+        self.positions[records[-1].partition] = records[-1].offset + 1
+        try:
+            failures.extend(self.handle_many(records))
+        except Exception as error:
+            failures.extend((record, error) for record in records)
 
     async def _report(self, failures: list[tuple[Any, BaseException]]) -> None:
         if self.on_errors is not None:

@@ -427,6 +427,58 @@ class WorkerRuntime:
         self.metrics.items_encoded.inc(len([v for v in vectors if v is not None]))
         return outcome
 
+    def apply_item_vectors(self, records: Sequence[Any]) -> list[tuple[Any, BaseException]]:
+        """Adopt a partition's fetched ``item-vectors`` records in offset order, upserts in
+        batches (one catalogue call per run of them); returns the records that failed."""
+        failures: list[tuple[Any, BaseException]] = []
+        run: list[tuple[CatalogItem, np.ndarray, str]] = []
+
+        def flush() -> None:
+            for version in dict.fromkeys(encoder for _, _, encoder in run):
+                latest = {item.item_id: (item, v) for item, v, e in run if e == version}
+                items = [item for item, _ in latest.values()]
+                vectors = np.stack([v for _, v in latest.values()])
+                self.engine.set_item_vectors(items, vectors, encoder_version=version)
+            run.clear()
+
+        for record in records:
+            try:
+                if record.value is None:
+                    flush()
+                    self.apply_item_vector(record.key, None)
+                    continue
+                item, vector, encoder = decode_item_vector(
+                    record.value, self.parser, key=record.key
+                )
+                if run and len(vector) != len(run[0][1]):
+                    flush()
+                run.append((item, vector, encoder))
+            except Exception as error:
+                failures.append((record, error))
+        applied = len(run)
+        try:
+            flush()
+        except Exception as error:  # one bad vector size etc.: apply the run one by one
+            logger.warning("batch of %d item vectors failed (%r); one by one", applied, error)
+            return failures + self._apply_one_by_one(records, failures)
+        self.metrics.item_vectors_applied.inc(applied)
+        self.metrics.catalog_items.set(self.engine.recommendable_items)
+        return failures
+
+    def _apply_one_by_one(
+        self, records: Sequence[Any], failed: list[tuple[Any, BaseException]]
+    ) -> list[tuple[Any, BaseException]]:
+        skip = {id(record) for record, _ in failed}
+        failures: list[tuple[Any, BaseException]] = []
+        for record in records:
+            if id(record) in skip or record.value is None:
+                continue
+            try:
+                self.apply_item_vector(record.key, record.value)
+            except Exception as error:
+                failures.append((record, error))
+        return failures
+
     def apply_item_vector(self, key: bytes | None, value: bytes | None) -> None:
         """Adopt one ``item-vectors`` record into the catalogue (a null value deletes)."""
         if value is None:

@@ -352,6 +352,7 @@ def build_topology(
             on_errors=report,
             caught_up=items_read,
             runner=runtime.run_in_engine_thread,
+            handle_many=runtime.apply_item_vectors,
         ),
         "collab_deltas": BroadcastReader(
             settings,

@@ -8,6 +8,7 @@ the engine, the encoder (MiniLM) and the clusterer are the real ones.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -80,6 +81,52 @@ def test_events_are_answered_and_broken_ones_dead_lettered(minilm_encoder: Any) 
         assert rec.user_id == event.user_id and len(rec.items) == rt.settings.top_k
     # The windows went to the table store, one entry per user.
     assert len(rt.window_store.table) == len({e.user_id for e in good})
+
+
+def test_item_vectors_adopted_in_batches_as_one_by_one(minilm_encoder: Any) -> None:
+    """A fetch of item-vectors records applied in one batch leaves the catalogue exactly as
+    applying them one by one: the last record of a key wins, a tombstone deletes what came
+    before it, a malformed record fails alone, a foreign model's vector is re-encoded."""
+    from aiokafka.structs import ConsumerRecord
+
+    items = SHOP.items[:6]
+    vectors = np.random.default_rng(0).normal(size=(len(items), 384)).astype(np.float32)
+    version = minilm_encoder.model_version
+
+    def value(i: int, vector: np.ndarray, encoder: str = version) -> bytes:
+        return encode_item_vector(items[i], vector, encoder=encoder)
+
+    key = [item.item_id.encode() for item in items]
+    pairs: list[tuple[bytes, bytes | None]] = [
+        (key[0], value(0, vectors[0])),
+        (key[1], value(1, vectors[1])),
+        (key[1], value(1, -vectors[1])),  # a later version of item 1
+        (key[2], value(2, vectors[2])),
+        (key[2], None),  # item 2 deleted after it came
+        (b"x", b"{not json"),
+        (key[3], value(3, vectors[3], encoder="another-model")),
+        (key[4], value(4, vectors[4])),
+    ]
+    fetched = [
+        ConsumerRecord("driftrec.item-vectors", 0, n, 0, 0, k, v, None, 0, 0, [])
+        for n, (k, v) in enumerate(pairs)
+    ]
+    batched, single = runtime(minilm_encoder, "w1"), runtime(minilm_encoder, "w2")
+    failures = batched.apply_item_vectors(fetched)
+    assert [record.offset for record, _ in failures] == [5]
+    for record in fetched:
+        with contextlib.suppress(RecordError):
+            single.apply_item_vector(record.key, record.value)
+    a, b = batched.engine.catalog, single.engine.catalog
+    assert a.recommendable.sum() == b.recommendable.sum() == 4  # 0, 1, 3, 4
+    for item in items[:5]:
+        ia, ib = a.index_of(item.item_id), b.index_of(item.item_id)
+        assert (ia is None) == (ib is None)
+        if ia is not None and ib is not None:
+            assert a.recommendable[ia] == b.recommendable[ib]
+            np.testing.assert_allclose(a.vectors[ia], b.vectors[ib], atol=1e-6)
+    row = a.vectors[a.index_of(items[1].item_id)]
+    np.testing.assert_allclose(row, -vectors[1] / np.linalg.norm(vectors[1]), atol=1e-6)
 
 
 def test_item_vectors_carry_the_encoding_to_every_worker(minilm_encoder: Any) -> None:
