@@ -100,6 +100,7 @@ class EngineStats:
     #: How the vector index came to be: "" (not yet), "built" or "restored", and in how long.
     index_origin: str = ""
     index_ready_s: float = 0.0
+    catalogue_loaded_s: float = 0.0
 
 
 class Engine(SharedState):
@@ -520,6 +521,7 @@ class Engine(SharedState):
                 "index_origin": stats.index_origin or None,
                 "index_ready_s": round(stats.index_ready_s, 3),
                 "candidates_per_user": round(stats.candidates_per_user, 1),
+                "catalogue_from_checkpoint": stats.catalogue_loaded_s > 0,
             },
         }
 
@@ -573,6 +575,28 @@ class Engine(SharedState):
     @property
     def _index_dir(self) -> Path:
         return Path(self.settings.data_dir) / "item-index"
+
+    @property
+    def _catalogue_dir(self) -> Path:
+        return Path(self.settings.data_dir) / "catalogue"
+
+    def save_checkpoint(self, extra: dict[str, Any] | None = None) -> None:
+        """Save the catalogue (with the caller's ``extra``) and the vector index under
+        ``data_dir``, so that a restart on this volume skips re-reading and re-indexing."""
+        self.catalog.save(
+            self._catalogue_dir, encoder_version=self.encoder.model_version, extra=extra
+        )
+        if self.index is not None:
+            self.save_index()
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        """Adopt the catalogue saved on this volume by the same model; returns the ``extra``
+        saved with it (None: nothing adopted, the catalogue is read from scratch)."""
+        started = time.perf_counter()
+        extra = self.catalog.load(self._catalogue_dir, encoder_version=self.encoder.model_version)
+        if extra is not None:
+            self.stats.catalogue_loaded_s = time.perf_counter() - started
+        return extra
 
     def save_index(self) -> None:
         """Write the vector index under ``data_dir`` (for the next engine on this volume)."""

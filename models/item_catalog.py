@@ -12,7 +12,10 @@ index follows the catalogue in time proportional to the changes.
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -106,6 +109,79 @@ class ItemCatalog:
         self._changed = {}
         changed.sort()
         return changed
+
+    # ----------------------------------------------------------------- snapshots
+    def save(self, directory: Path, *, encoder_version: str, extra: dict | None = None) -> None:
+        """Write the catalogue (ids, texts, flags, vectors) and ``extra`` to ``directory``.
+
+        A worker with 10^6 items saves it so that a restart need not read the
+        item-vectors topic again; ``extra`` holds where its reader had got to.
+        Written to a temporary folder first, then swapped in.
+        """
+        n = len(self._ids)
+        tmp = directory.with_name(directory.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        flags = np.stack([self._provisional[:n], self._has_vector[:n], self._active[:n]], axis=1)
+        np.save(tmp / "flags.npy", flags)
+        np.save(tmp / "vectors.npy", self._vectors[:n])
+        (tmp / "items.json").write_text(json.dumps({"ids": self._ids, "texts": self._texts}))
+        meta = {"encoder_version": encoder_version, "dim": self.dim, "items": n, "extra": extra}
+        (tmp / "catalogue.json").write_text(json.dumps(meta))
+        old = directory.with_name(directory.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        if directory.exists():
+            directory.rename(old)
+        tmp.rename(directory)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def load(self, directory: Path, *, encoder_version: str) -> dict | None:
+        """Adopt a saved catalogue; returns its ``extra`` (None: nothing adopted — none
+        saved, unreadable, or made by another encoder or dimension). This catalogue
+        must hold nothing encoded yet (reserved items at most: they are replaced).
+
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp()) / "catalogue"
+        >>> catalog = ItemCatalog(dim=2)
+        >>> catalog.set_vectors([catalog.reference("m1", text_hint="Heat")], np.array([[1.0, 0]]))
+        >>> catalog.save(folder, encoder_version="v1", extra={"at": 7})
+        >>> again = ItemCatalog(dim=2)
+        >>> again.load(folder, encoder_version="v2") is None     # another model's vectors
+        True
+        >>> again.load(folder, encoder_version="v1"), again.index_of("m1"), again.text_of(0)
+        ({'at': 7}, 0, 'Heat')
+        >>> again.recommendable.tolist(), again.vectors.tolist()
+        ([True], [[1.0, 0.0]])
+        """
+        if self._has_vector[: len(self._ids)].any() or self._pending:
+            raise RuntimeError("a saved catalogue is loaded only into one with nothing encoded")
+        try:
+            meta = json.loads((directory / "catalogue.json").read_text())
+            if meta["encoder_version"] != encoder_version or meta["dim"] != self.dim:
+                return None
+            names = json.loads((directory / "items.json").read_text())
+            flags = np.load(directory / "flags.npy")
+            vectors = np.load(directory / "vectors.npy")
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        n = int(meta["items"])
+        ids, texts = list(names["ids"]), list(names["texts"])
+        if not (len(ids) == len(texts) == len(flags) == len(vectors) == n):
+            return None
+        # The loaded arrays become the catalogue's (capacity n; the next item grows them):
+        # no second copy of 10^6 vectors, even for a moment.
+        self._ids, self._texts = ids, texts
+        self._index = {item_id: idx for idx, item_id in enumerate(ids)}
+        self._provisional, self._has_vector, self._active = (
+            np.array(column, bool) for column in flags.T
+        )
+        self._recommendable = self._active & self._has_vector
+        self._vectors = np.ascontiguousarray(vectors, np.float32)
+        # Texts never encoded are encoded again (not reserved ids: their records will come).
+        unencoded = np.flatnonzero(~self._has_vector).tolist()
+        self._pending = {i: texts[i] for i in unencoded if texts[i] != ids[i]}
+        self.version += 1
+        return dict(meta.get("extra") or {})
 
     # ----------------------------------------------------------------- updates
     def _grow(self, needed: int) -> None:

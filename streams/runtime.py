@@ -252,10 +252,34 @@ class WorkerRuntime:
                 self.engine.recommendable_items,
             )
 
-    def save_ranking_state(self) -> None:
-        """Save the vector index under ``data_dir`` for the next start on this volume."""
-        if self.engine.index is not None and self.engine.persist_index:
-            self.engine.save_index()
+    def load_catalogue(self) -> dict[int, int]:
+        """Adopt the catalogue this worker saved on its volume; returns the item-vectors
+        positions it had read to (empty: nothing saved, read the topic from its start)."""
+        extra = self.engine.load_checkpoint() if self.engine.persist_index else None
+        if extra is None:
+            return {}
+        positions = {int(p): int(o) for p, o in extra.get("item_vectors_positions", {}).items()}
+        logger.info(
+            "catalogue of %d items loaded from the data dir in %.1f s; reading item vectors "
+            "from %s",
+            self.engine.recommendable_items,
+            self.engine.stats.catalogue_loaded_s,
+            positions,
+        )
+        return positions
+
+    def save_ranking_state(self, item_vector_positions: dict[int, int]) -> None:
+        """Save the catalogue (with how far the item-vectors topic was read) and the vector
+        index under ``data_dir``, for the next start on this volume."""
+        if not self.engine.persist_index:
+            return
+        started = time.perf_counter()
+        self.engine.save_checkpoint({"item_vectors_positions": dict(item_vector_positions)})
+        logger.info(
+            "catalogue and index saved in %.1f s at item-vectors positions %s",
+            time.perf_counter() - started,
+            item_vector_positions,
+        )
 
     def close(self) -> None:
         """Let the engine thread go (after its current work)."""

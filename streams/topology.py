@@ -323,7 +323,9 @@ def build_topology(
         """Ship what is still pending, so a restart (which replays the deltas) misses nothing."""
         await ship_deltas(runtime, topics["cluster_deltas"], topics["collab_deltas"])
         await publisher.stop()
-        await runtime.run_off_loop(runtime.save_ranking_state)
+        await runtime.run_off_loop(
+            lambda: runtime.save_ranking_state(readers["item_vectors"].positions)
+        )
         runtime.close()
         gc.unfreeze()  # let the interpreter's last collection free everything
 
@@ -344,6 +346,7 @@ def build_topology(
         await dead_letters.send(runtime.broadcast_dead_letters(failures))
 
     items_read = asyncio.Event()
+    saved_positions = runtime.load_catalogue()
     readers = {
         "item_vectors": BroadcastReader(
             settings,
@@ -353,6 +356,7 @@ def build_topology(
             caught_up=items_read,
             runner=runtime.run_in_engine_thread,
             handle_many=runtime.apply_item_vectors,
+            positions=saved_positions,
         ),
         "collab_deltas": BroadcastReader(
             settings,
@@ -385,6 +389,11 @@ def build_topology(
         await items_read.wait()
         await runtime.run_off_loop(runtime.prepare_ranking)
         runtime.catalog_loaded.set()
+        if not saved_positions and runtime.engine.index is not None:
+            # Read from scratch and indexed: saved now, a restart after a crash skips both.
+            await runtime.run_off_loop(
+                lambda: runtime.save_ranking_state(readers["item_vectors"].positions)
+            )
 
     async def before_stop() -> None:
         """Ship the held events' deltas and acknowledge the events, before Faust stops.

@@ -103,6 +103,8 @@ def test_history_survives_restart_and_a_lost_data_directory(
             assert rec.cluster.previous is not None  # her cluster id came back too
             ranking = again.state()["ranking"]
             assert ranking["mode"] == "two-stage" and ranking["index_origin"] == "restored"
+            # The catalogue came from the data dir, not from reading the topic again.
+            assert ranking["catalogue_from_checkpoint"]
             assert ranking["index_items"] == len(CATALOG)
 
         with worker(empty_dir, "empty-dir") as restored:
@@ -111,6 +113,7 @@ def test_history_survives_restart_and_a_lost_data_directory(
             rec = answer_to(kafka_bootstrap, prefix, "alice-21")
             assert {i.item_id for i in rec.items} == {i.item_id for i in CATALOG[22:]}
             assert rec.cluster.previous is not None
-            assert restored.state()["ranking"]["index_origin"] == "built"
+            ranking = restored.state()["ranking"]
+            assert ranking["index_origin"] == "built" and not ranking["catalogue_from_checkpoint"]
     finally:
         delete_topics(kafka_bootstrap, [prefix, app_id + "-"])
