@@ -39,19 +39,21 @@ STAGES = (
 )  # fmt: skip
 
 
+def taste_buckets(vectors: np.ndarray, n_total: int, seed: int = 0) -> np.ndarray:
+    """Random-hyperplane bucket of each vector (near items share a bucket): a shopper's
+    taste. Planes depend on ``n_total`` and ``seed`` only, so chunks can be bucketed apart."""
+    rng = np.random.default_rng(seed)
+    bits = int(np.clip(np.log2(max(2, n_total / 60)), 4, 14))
+    planes = rng.normal(size=(vectors.shape[1], bits)).astype(np.float32)
+    return ((vectors @ planes) > 0) @ (1 << np.arange(bits))
+
+
 def shop_stream(
-    vectors: np.ndarray, *, events: int, users: int, bursty: bool, seed: int = 0
+    bucket: np.ndarray, *, events: int, users: int, bursty: bool, seed: int = 0
 ) -> list[tuple[str, int, float]]:
     """``(user, item index, ts)`` in event-time order: a live shop or a bursty replay."""
     rng = np.random.default_rng(seed)
-    n = len(vectors)
-    # Tastes: random-hyperplane buckets of the item vectors (near items share a bucket).
-    bits = int(np.clip(np.log2(max(2, n / 60)), 4, 14))
-    planes = rng.normal(size=(vectors.shape[1], bits)).astype(np.float32)
-    bucket = np.zeros(n, np.int64)
-    for start in range(0, n, 1 << 16):
-        signs = (vectors[start : start + (1 << 16)] @ planes) > 0
-        bucket[start : start + len(signs)] = signs @ (1 << np.arange(bits))
+    bits = int(bucket.max(initial=0)).bit_length()
     order = np.argsort(bucket, kind="stable")
     edges = np.searchsorted(bucket[order], np.arange((1 << bits) + 1))
     sizes = np.diff(edges)
@@ -89,13 +91,16 @@ def shop_stream(
     return out[:events]
 
 
-def _vectors(n_items: int, derived: bool) -> np.ndarray:
+CHUNK = 50_000
+
+
+def _vectors(n_items: int, derived: bool, seed: int = 0) -> np.ndarray:
     """MiniLM-derived vectors, or (the smoke test's size) clustered random ones."""
     if derived:
         from benchmarks.catalogue_vectors import derived_item_vectors
 
-        return derived_item_vectors(n_items, seed=0)
-    rng = np.random.default_rng(0)
+        return derived_item_vectors(n_items, seed=seed)
+    rng = np.random.default_rng(seed)
     centres = rng.normal(size=(max(2, n_items // 50), 384))
     x = centres[rng.integers(len(centres), size=n_items)] + 0.7 * rng.normal(size=(n_items, 384))
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
@@ -115,21 +120,25 @@ def replay(
     from models.engine import Engine
     from models.settings import EngineSettings
 
-    vectors = _vectors(n_items, derived)
-    stream = shop_stream(vectors, events=events, users=users, bursty=bursty)
     with tempfile.TemporaryDirectory(prefix="driftrec-scale-") as tmp:
         engine = Engine.build(EngineSettings(data_dir=Path(tmp), ranking=ranking))
         try:
+            # The catalogue arrives in chunks, as from the item-vectors topic: the engine's
+            # copy is the only whole one (peak RSS is the engine's).
             started = time.perf_counter()
             version = engine.encoder.model_version
-            for start in range(0, n_items, 50_000):
-                stop = min(n_items, start + 50_000)
+            buckets = []
+            for start in range(0, n_items, CHUNK):
+                stop = min(n_items, start + CHUNK)
+                vectors = _vectors(stop - start, derived, seed=start // CHUNK)
+                buckets.append(taste_buckets(vectors, n_items))
                 items = [
                     CatalogItem(item_id=f"i{k}", title=f"item {k}") for k in range(start, stop)
                 ]
-                engine.set_item_vectors(items, vectors[start:stop], encoder_version=version)
+                engine.set_item_vectors(items, vectors, encoder_version=version)
+                del vectors, items
             catalogue_s = time.perf_counter() - started
-            del vectors
+            stream = shop_stream(np.concatenate(buckets), events=events, users=users, bursty=bursty)
             index_s = 0.0
             if engine.ranking_mode() == "two-stage":
                 started = time.perf_counter()
@@ -199,7 +208,11 @@ def run(size: str = "full", progress: bool = True) -> dict[str, Any]:
         slow = config["ranking"] == "exact" and config["n_items"] >= 100_000
         n_timed = 1_024 if slow else timed
         row = _in_child(
-            **config, events=n_timed + (timed if full else 512), timed=n_timed, users=users
+            **config,
+            events=n_timed + (timed if full else 512),
+            timed=n_timed,
+            users=users,
+            derived=full,
         )
         rows.append(row)
         if progress:
