@@ -196,10 +196,14 @@ async def measure(
     device: str = "cpu",
     profile: str | None = None,
     settings_env: dict[str, str] | None = None,
+    catalogue: int | None = None,
 ) -> dict[str, Any]:
     """Throughput on a backlog, then latency at each of ``rates`` events/s, with ``workers``.
 
     ``settings_env`` adds ``DRIFTREC_*`` variables to the workers' environment.
+    ``catalogue``: instead of the synthetic shop's 480 items (encoded by the items
+    agent), that many items published as item vectors derived from MiniLM's, and a
+    live-shop stream over them (:mod:`benchmarks.catalogue_scale`).
     """
     token = uuid.uuid4().hex[:8]
     prefix, app_id = f"bench-{token}.", f"bench-{token}"
@@ -207,13 +211,35 @@ async def measure(
     await ensure_topics(settings)
     n_offered = [int(rate * seconds) for rate in rates]
     n_latency = sum(n_offered)
-    shop = synthetic_shop(
-        n_users=users,
-        items_per_topic=40,
-        events_per_user=max(2, (backlog + n_latency) // users + 1),
-        n_topics=12,
-    )
-    events = [e.model_copy(update={"event_id": f"e{i}"}) for i, e in enumerate(shop.events)]
+    if catalogue:
+        from benchmarks.catalogue_scale import shop_stream
+        from benchmarks.worker_startup import publish_catalogue
+        from models.contracts import BehaviourEvent
+        from models.encoder_factory import make_encoder
+
+        version = make_encoder(settings).model_version
+        _, buckets = await publish_catalogue(
+            bootstrap, settings.topic("item_vectors"), catalogue, version, derived=True
+        )
+        stream = shop_stream(buckets, events=backlog + n_latency, users=users, bursty=False)
+        events = [
+            BehaviourEvent(
+                user_id=u, item_id=f"i{i}", event="view", ts=t, weight=1.0, event_id=f"e{n}"
+            )
+            for n, (u, i, t) in enumerate(stream)
+        ]
+        catalogue_items: list[Any] = []
+        n_items = catalogue
+    else:
+        shop = synthetic_shop(
+            n_users=users,
+            items_per_topic=40,
+            events_per_user=max(2, (backlog + n_latency) // users + 1),
+            n_topics=12,
+        )
+        events = [e.model_copy(update={"event_id": f"e{i}"}) for i, e in enumerate(shop.events)]
+        catalogue_items = list(shop.items)
+        n_items = len(catalogue_items)
     queued = events[:backlog]
     bounds = np.cumsum([backlog, *n_offered])
     offered_at = [events[start:stop] for start, stop in itertools.pairwise(bounds)]
@@ -236,12 +262,12 @@ async def measure(
     await recommendations.start()
     reader = asyncio.create_task(recommendations.run())
     try:
-        for item in shop.items:
+        for item in catalogue_items:
             await producer.send(
                 prefix + "items", key=item.item_id.encode(), value=item.to_json_bytes()
             )
         await producer.flush()
-        await group.wait_ready(len(shop.items), partitions)
+        await group.wait_ready(n_items, partitions)
 
         sent_at: dict[str, float] = {}
         cpu_before = group.cpu_seconds()
@@ -289,6 +315,7 @@ async def measure(
         await admin.close()
     return {
         "workers": workers,
+        "items": n_items,
         "partitions": partitions,
         "users": users,
         "backlog": len(queued),
@@ -324,7 +351,9 @@ def run(
     """One worker and two workers, each on its own topics; latency at each offered rate."""
     backlog, seconds, users = (20_000, 20.0, 2000) if size == "full" else (300, 2.0, 50)
     rows = []
-    for workers in (1, 2):
+    # One and two workers on the demo shop; one worker on a 10^5-item catalogue.
+    setups = [(1, None), (2, None)] + ([(1, 100_000)] if size == "full" else [])
+    for workers, catalogue in setups:
         row = asyncio.run(
             measure(
                 bootstrap=bootstrap,
@@ -334,6 +363,7 @@ def run(
                 rates=rates if size == "full" else (50.0,),
                 seconds=seconds,
                 device=device,
+                catalogue=catalogue,
             )
         )
         rows.append(row)
@@ -344,7 +374,8 @@ def run(
                 for lat in row["latency"]
             )
             print(
-                f"  {workers} worker(s): {row['events_per_s']:>6,.0f} events/s "
+                f"  {workers} worker(s), {row['items']:,} items: "
+                f"{row['events_per_s']:>6,.0f} events/s "
                 f"({row['events_per_cpu_s']:,.0f} per CPU s); {at}",
                 flush=True,
             )

@@ -23,6 +23,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from aiokafka import AIOKafkaProducer
 
 from benchmarks.kafka_worker import Workers, get_json
@@ -32,9 +33,10 @@ from streams.topology import ensure_topics
 
 async def publish_catalogue(
     bootstrap: str, topic: str, n_items: int, encoder_version: str, derived: bool
-) -> float:
-    """Publish ``n_items`` item-vectors records; returns the seconds it took."""
-    from benchmarks.catalogue_scale import _vectors
+) -> tuple[float, np.ndarray]:
+    """Publish ``n_items`` item-vectors records (ids ``i0``, ``i1``, …); returns the seconds
+    it took and each item's taste bucket (for :func:`benchmarks.catalogue_scale.shop_stream`)."""
+    from benchmarks.catalogue_scale import _vectors, taste_buckets
     from models.contracts import CatalogItem
     from streams.item_vectors import encode_item_vector
 
@@ -43,6 +45,7 @@ async def publish_catalogue(
     )
     await producer.start()
     started = time.perf_counter()
+    buckets = []
     try:
         chunk = 50_000
         for start in range(0, n_items, chunk):
@@ -52,7 +55,8 @@ async def publish_catalogue(
 
                 vectors = derived_item_vectors(count, seed=start // chunk)
             else:
-                vectors = _vectors(count, derived=False)
+                vectors = _vectors(count, derived=False, seed=start // chunk)
+            buckets.append(taste_buckets(vectors, n_items))
             for offset, vector in enumerate(vectors):
                 k = start + offset
                 item = CatalogItem(item_id=f"i{k}", title=f"item {k}", tags=[f"t{k % 97}"])
@@ -64,7 +68,7 @@ async def publish_catalogue(
         await producer.flush()
     finally:
         await producer.stop()
-    return time.perf_counter() - started
+    return time.perf_counter() - started, np.concatenate(buckets)
 
 
 async def _until_ready(workers: Workers, n_items: int, timeout_s: float) -> tuple[float, dict]:
@@ -88,7 +92,7 @@ async def measure(
     settings = WorkerSettings(kafka_bootstrap=bootstrap, topic_prefix=prefix, partitions=1)
     await ensure_topics(settings)
     version = make_encoder(settings).model_version
-    publish_s = await publish_catalogue(
+    publish_s, _ = await publish_catalogue(
         bootstrap, settings.topic("item_vectors"), n_items, version, derived
     )
     env = {
