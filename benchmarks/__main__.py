@@ -15,7 +15,7 @@ import typer
 from benchmarks import report
 from benchmarks.machine import describe_machine
 
-NAMES = ("clustering", "encoder", "engine", "scale", "kafka")
+NAMES = ("clustering", "encoder", "engine", "scale", "kafka", "startup")
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -38,6 +38,10 @@ def _run_one(name: str, size: str, device: str, dtype: str, bootstrap: str) -> d
         from benchmarks import catalogue_scale
 
         return catalogue_scale.run(size)
+    if name == "startup":
+        from benchmarks import worker_startup
+
+        return worker_startup.run(size, bootstrap=bootstrap)
     from benchmarks import kafka_worker
 
     return kafka_worker.run(size, bootstrap=bootstrap, device=device)
@@ -46,7 +50,10 @@ def _run_one(name: str, size: str, device: str, dtype: str, bootstrap: str) -> d
 @app.command()
 def run(
     only: Annotated[
-        str, typer.Option(help="Comma-separated subset of clustering,encoder,engine,scale,kafka.")
+        str,
+        typer.Option(
+            help="Comma-separated subset of clustering,encoder,engine,scale,kafka,startup."
+        ),
     ] = ",".join(NAMES),
     size: Annotated[str, typer.Option(help="full, or tiny (the smoke test's size).")] = "full",
     device: Annotated[str, typer.Option(help="Encoder device: cpu, cuda, auto.")] = "cpu",

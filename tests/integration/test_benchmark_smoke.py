@@ -17,3 +17,13 @@ def test_kafka_benchmark_runs_one_and_two_workers(kafka_bootstrap: str) -> None:
         (lat,) = row["latency"]
         assert lat["rate"] == 50.0 and lat["offered"] > 0
         assert 0 < lat["p50"] <= lat["p99"] <= lat["max"]
+
+
+def test_startup_benchmark_builds_then_restores_the_index(kafka_bootstrap: str) -> None:
+    from benchmarks import worker_startup
+
+    figures = worker_startup.run("tiny", bootstrap=kafka_bootstrap, progress=False)
+    first, restart = figures["rows"]
+    assert first["index_origin"] == "built" and restart["index_origin"] == "restored"
+    assert first["index_items"] == restart["index_items"] == figures["items"]
+    assert figures["checks"]["index_restored_on_restart"]
