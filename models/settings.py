@@ -182,7 +182,9 @@ class EngineSettings(BaseSettings):
         500, ge=1, description="Most consumed items kept per interest cluster."
     )
     index_precision: Literal["f32", "f16", "i8"] = Field(
-        "f16", description="How the vector index stores item vectors."
+        "i8",
+        description="How the vector index stores item vectors: i8 searches about 3x faster "
+        "than f16 on CPUs without native half precision, in a quarter of f32's memory.",
     )
     index_connectivity: int = Field(16, ge=4, le=128, description="HNSW edges per node (M).")
     index_expansion_add: int = Field(64, ge=8, description="HNSW search depth when adding.")

@@ -7,10 +7,12 @@ benchmark in docs/benchmarks/vector-index-libraries.md) that answers a batch of
 queries in time that grows with ``log n``.
 
 Keys are catalogue indices. Vectors are unit-norm and compared by inner
-product (= cosine); the graph stores them in reduced precision (``f16`` by
-default: half the memory of float32, recall unchanged on MiniLM vectors;
-``i8`` a quarter). Items are added, replaced and removed online: a replaced
-vector is removed and added again, so a key never appears twice. The index is
+product (= cosine); the graph stores them in reduced precision: ``i8`` by
+default (a quarter of float32's memory, and on CPUs without native half
+precision about three times faster to search than ``f16``), ``f16`` or ``f32``
+where recall matters more than speed. Items are added, replaced and removed
+online: a replaced vector is removed and added again, so a key never appears
+twice. The index is
 saved beside a digest of the item ids its keys stand for and a fingerprint of
 each vector, so that after a restart it is adopted only by a catalogue whose
 indices mean the same items, and only the items that changed are redone.
@@ -73,7 +75,7 @@ class ItemIndex:
         self,
         dim: int,
         *,
-        precision: IndexPrecision = "f16",
+        precision: IndexPrecision = "i8",
         connectivity: int = 16,
         expansion_add: int = 64,
         expansion_search: int = 64,
@@ -84,6 +86,8 @@ class ItemIndex:
         self.threads = threads
         self._index = Index(
             ndim=dim,
+            # Inner product: on unit vectors the cosine, and with i8 storage 3x faster to
+            # search than "cos" (no norms to compute), which usearch's i8 kernel would add.
             metric="ip",
             dtype=precision,
             connectivity=connectivity,
@@ -147,7 +151,12 @@ class ItemIndex:
         raw_keys[:, : got.shape[1]] = got.astype(np.int64)
         raw_dist[:, : got.shape[1]] = np.asarray(found.distances).reshape(n, -1)
         keys[valid] = raw_keys[valid]
-        sims[valid] = 1.0 - raw_dist[valid]  # usearch's "ip" distance is 1 - dot
+        # usearch's "ip" distance is 1 - dot, and for i8 storage -dot of the vectors
+        # quantised to ±127: both mapped back to the cosine (approximate for i8).
+        if self.precision == "i8":
+            sims[valid] = -raw_dist[valid] / 127.0**2
+        else:
+            sims[valid] = 1.0 - raw_dist[valid]
         return keys, sims
 
     # ------------------------------------------------------------ persistence
@@ -209,7 +218,7 @@ class ItemIndex:
             or n > len(item_ids)
             or meta.get("ids_digest") != _digest(item_ids[:n])
             or int(meta.get("dim", -1)) != vectors.shape[1]
-            or meta.get("precision") != settings.get("precision", "f16")
+            or meta.get("precision") != settings.get("precision", "i8")
             or saved_prints.shape != (n, _PRINT_DIM)
         ):
             return None

@@ -21,7 +21,7 @@ def test_add_update_delete():
     assert len(index) == 200
     keys, sims = index.search(vectors[:5], k=1)
     assert keys[:, 0].tolist() == [0, 1, 2, 3, 4]
-    assert np.allclose(sims[:, 0], 1.0, atol=2e-3)  # f16 storage
+    assert np.allclose(sims[:, 0], 1.0, atol=0.06)  # i8 storage: an approximate cosine
     # Replacing a vector moves the item; the key is never there twice.
     index.upsert([7], -vectors[7:8])
     assert len(index) == 200
@@ -43,7 +43,7 @@ def test_recall_of_the_default_settings_on_clustered_vectors():
     topics = _unit(rng, 40, 64)
     vectors = topics[rng.integers(40, size=5_000)] + 0.35 * _unit(rng, 5_000, 64)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    index = ItemIndex(64)
+    index = ItemIndex(64)  # the default precision and search depth
     index.upsert(np.arange(len(vectors)), vectors)
     queries = vectors[rng.integers(len(vectors), size=100)]
     keys, _ = index.search(queries, k=50)
@@ -52,7 +52,7 @@ def test_recall_of_the_default_settings_on_clustered_vectors():
     assert recall >= 0.9, recall
 
 
-@pytest.mark.parametrize("precision", ["f16", "i8"])
+@pytest.mark.parametrize("precision", ["f16", "i8", "f32"])
 def test_persist_and_restore_redoes_only_what_changed(tmp_path, precision):
     rng = np.random.default_rng(2)
     vectors = _unit(rng, 300)
