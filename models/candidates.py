@@ -208,15 +208,19 @@ class TwoStageRanker:
             if r.cluster is not None and r.centroid is not None
         }
         nearest = self._cluster_lists.nearest(centroids, index, index_changes) if len(index) else {}
+        members: dict[int, list[int]] = {}
         for row, r in enumerate(requests):
-            if r.cluster is None:
-                continue
-            listed = nearest.get(r.cluster)
-            if listed is not None and len(listed):
-                add(np.full(len(listed), row), listed)
-            popular = counts.cluster_popular_head(r.cluster, budget.cluster_popular)
-            if len(popular):
-                add(np.full(len(popular), row), popular)
+            if r.cluster is not None:
+                members.setdefault(r.cluster, []).append(row)
+        for cluster, cluster_rows in members.items():  # one list per cluster, not per user
+            listed = np.concatenate(
+                [
+                    nearest.get(cluster, np.empty(0, np.int64)),
+                    counts.cluster_popular_head(cluster, budget.cluster_popular),
+                ]
+            )
+            if len(listed):
+                add(np.repeat(cluster_rows, len(listed)), np.tile(listed, len(cluster_rows)))
         trending = counts.trending_top(budget.trending)
         if len(trending):
             add(np.repeat(np.arange(n_rows), len(trending)), np.tile(trending, n_rows))
