@@ -211,7 +211,7 @@ def run(size: str = "full", progress: bool = True) -> dict[str, Any]:
         n_timed = 1_024 if slow else timed
         row = _in_child(
             **config,
-            events=n_timed + (timed if full else 512),
+            events=n_timed + (n_timed if slow else timed if full else 512),
             timed=n_timed,
             users=users,
             derived=full,
