@@ -60,6 +60,7 @@ __all__ = ["Engine", "UserState"]
 _CLUSTER_KEY = "c:"
 _CLUSTER_VALUE = struct.Struct("<q")
 _NO_CLUSTER = -1
+_INDEX_CHUNK = 65_536
 
 
 @dataclass(slots=True)
@@ -549,9 +550,11 @@ class Engine(SharedState):
                 )
                 catalog.pop_changes()
                 keys = np.flatnonzero(catalog.recommendable)
-                self.index.upsert(
-                    keys, catalog.vectors[keys], threads=self.settings.index_build_threads
-                )
+                for start in range(0, len(keys), _INDEX_CHUNK):  # no second copy of 10^6 rows
+                    chunk = keys[start : start + _INDEX_CHUNK]
+                    self.index.upsert(
+                        chunk, catalog.vectors[chunk], threads=self.settings.index_build_threads
+                    )
                 self.stats.index_origin = "built"
             self.stats.index_ready_s = time.perf_counter() - started
         changed = catalog.pop_changes()

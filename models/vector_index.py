@@ -232,8 +232,9 @@ class ItemIndex:
         keys = np.arange(len(item_ids))
         index.remove(keys[~recommendable[: len(item_ids)]])
         redo = keys[changed & recommendable[: len(item_ids)]]
-        if len(redo):
-            index.upsert(redo, vectors[redo], threads=build_threads)
+        for start in range(0, len(redo), 65_536):  # in chunks: no copy of every vector at once
+            chunk = redo[start : start + 65_536]
+            index.upsert(chunk, vectors[chunk], threads=build_threads)
         return index
 
 
