@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import gc
 import multiprocessing
+import os
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -182,6 +183,8 @@ def replay(
         "catalogue_s": catalogue_s,
         "index_build_s": index_s,
         "rss_before_timed_mib": rss_before,
+        # The machine's 1-minute load at the end: above ~1 other processes took CPU too.
+        "load_avg": os.getloadavg()[0],
         "peak_rss_mib": peak_rss_mib(),
     }
 

@@ -307,7 +307,10 @@ def scale_section(figures: dict[str, Any], out: Path) -> str:
         "Exact ranking is the baseline in the same run (on 1,024 events at 10^5 items, where "
         "it is slow; not at 10^6, where one `[256, n]` float64 signal matrix is 2 GB). "
         "µs per event by stage; `other` is recommendation objects and the loop. Peak RSS "
-        "includes torch, the model and the derivation of the vectors.",
+        "includes torch, the model and the derivation of the vectors. `load`: the machine's "
+        "1-minute load average at the end of the timed part (on 2 cores, above ~1 means "
+        "other processes took CPU too; the ratios against exact hold, absolute events/s "
+        "do not).",
         "",
         _table(
             [
@@ -340,6 +343,7 @@ def scale_section(figures: dict[str, Any], out: Path) -> str:
                     f"{r['other_us_per_event']:,.0f}",
                     f"{r['index_build_s']:.1f}",
                     f"{r['peak_rss_mib']:,.0f}",
+                    f"{r['load_avg']:.1f}" if "load_avg" in r else "–",
                 ]
                 for r in rows
             ],

@@ -52,9 +52,9 @@ import multiprocessing
 import os
 import resource
 import shlex
+import shutil
 import statistics
 import sys
-import tempfile
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -85,6 +85,7 @@ BATCH = 256
 N_BATCHES = 8
 N_NEW, N_SINGLE_ADDS, N_UPDATE, N_DELETE_OLD, N_DELETE_NEW = 1000, 100, 1000, 1000, 100
 CHURN_ROUNDS = 10
+INTERLEAVED_ROUNDS = 3
 SELF_SAMPLE = 10_000  # live items whose own vector must find them
 HNSW_M, HNSW_EF_CONSTRUCTION = 16, 128
 HNSW_EFFORTS = (100, 128, 192, 256, 384, 512, 768, 1024)
@@ -237,14 +238,25 @@ class Usearch(VectorIndex):
 
     can_view = True
 
-    def __init__(self, dim: int, n: int, dtype: str, compact: bool = False) -> None:
+    def __init__(
+        self,
+        dim: int,
+        n: int,
+        dtype: str,
+        *,
+        compact: bool = False,
+        metric: str = "ip",
+        i8_scale: float | None = None,
+    ) -> None:
         super().__init__(dim, n)
         from usearch.index import Index
 
         self.compact = compact  # remove(compact=True) also relinks the removed nodes' neighbours
-        # i8 needs the cosine metric: with "ip" usearch returns raw integer dot products.
-        self.metric = "cos" if dtype == "i8" else "ip"
-        self.dtype = dtype
+        # With i8 storage and "ip", usearch returns -(dot of the ±127 integer vectors); it
+        # converts floats by truncating x·127 toward zero. i8_scale: convert here instead,
+        # rounding x·127·scale (MiniLM components stay below 0.26, so 3 clips none).
+        self.metric, self.dtype, self.i8_scale = metric, dtype, i8_scale
+        self.score_scale = (127.0 * (i8_scale or 1.0)) ** 2 if dtype == "i8" else None
         self.index = Index(
             ndim=dim,
             metric=self.metric,
@@ -253,12 +265,18 @@ class Usearch(VectorIndex):
             expansion_add=HNSW_EF_CONSTRUCTION,
         )
 
+    def _input(self, vectors: np.ndarray) -> np.ndarray:
+        if self.i8_scale is None:
+            return vectors
+        scaled = np.rint(vectors * (127.0 * self.i8_scale))
+        return np.clip(scaled, -127, 127).astype(np.int8)
+
     def add(self, keys: np.ndarray, vectors: np.ndarray, threads: int) -> None:
-        self.index.add(keys.astype(np.uint64), vectors, threads=threads)
+        self.index.add(keys.astype(np.uint64), self._input(vectors), threads=threads)
 
     def update(self, keys: np.ndarray, vectors: np.ndarray, threads: int) -> None:
         self.index.remove(keys.astype(np.uint64), compact=self.compact, threads=threads)
-        self.index.add(keys.astype(np.uint64), vectors, threads=threads)  # refuses a held key
+        self.add(keys, vectors, threads)  # add() refuses a key the index holds
 
     def delete(self, keys: np.ndarray) -> None:
         self.index.remove(keys.astype(np.uint64), compact=self.compact)
@@ -267,9 +285,12 @@ class Usearch(VectorIndex):
         self, queries: np.ndarray, k: int, effort: int, threads: int
     ) -> tuple[np.ndarray, np.ndarray]:
         self.index.expansion_search = effort  # type: ignore[misc]  # the stub misses the setter
-        found: Any = self.index.search(queries, k, threads=threads)
+        found: Any = self.index.search(self._input(queries), k, threads=threads)
         keys = found.keys.astype(np.int64)
-        scores = 1.0 - found.distances
+        if self.metric == "ip" and self.score_scale is not None:
+            scores = -found.distances / self.score_scale
+        else:
+            scores = 1.0 - found.distances
         missing = np.arange(k)[None, :] >= found.counts[:, None]
         keys[missing], scores[missing] = -1, -np.inf
         return keys, scores
@@ -570,7 +591,18 @@ CONFIGS: dict[str, Config] = {
     "usearch HNSW f16 compact": Config(
         "usearch", "f16", lambda d, n: Usearch(d, n, "f16", compact=True), "remove(compact=True)"
     ),
-    "usearch HNSW i8": Config("usearch", "i8", lambda d, n: Usearch(d, n, "i8"), "metric cos"),
+    "usearch HNSW i8": Config(
+        "usearch", "i8", lambda d, n: Usearch(d, n, "i8"), "ip, usearch's own f32->i8 (truncates)"
+    ),
+    "usearch HNSW i8 cos": Config(
+        "usearch", "i8", lambda d, n: Usearch(d, n, "i8", metric="cos"), "metric cos"
+    ),
+    "usearch HNSW i8 rounded": Config(
+        "usearch",
+        "i8",
+        lambda d, n: Usearch(d, n, "i8", i8_scale=3.0),
+        "ip, int8 input = rint(x·127·3)",
+    ),
     "faiss HNSWFlat": Config("faiss", "f32", FaissHnsw, "tombstones + IDSelector"),
     "faiss IVFFlat": Config("faiss", "f32", lambda d, n: FaissIvf(d, n, "f32")),
     "faiss IVF-SQfp16": Config("faiss", "f16", lambda d, n: FaissIvf(d, n, "f16")),
@@ -751,9 +783,11 @@ def _recall(found: np.ndarray, truth: np.ndarray, k: int) -> float:
 
 @contextmanager
 def _timer(out: dict[str, Any], key: str) -> Iterator[None]:
-    started = time.perf_counter()
+    """Wall seconds in ``out[key]``, CPU seconds of the process (all threads) in ``key_cpu``."""
+    started, cpu = time.perf_counter(), time.process_time()
     yield
     out[key] = time.perf_counter() - started
+    out[f"{key}_cpu"] = time.process_time() - cpu
 
 
 def _query_pass(
@@ -762,11 +796,12 @@ def _query_pass(
     """All query batches at one effort: timings, recalls, deleted keys returned, score errors."""
     queries = work.queries
     index.search(queries[:BATCH], K, effort, threads)  # warm-up
-    times, keys, scores = [], [], []
+    times, cpu_times, keys, scores = [], [], [], []
     for start in range(0, len(queries), BATCH):
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.process_time()
         k_, s_ = index.search(queries[start : start + BATCH], K, effort, threads)
         times.append(time.perf_counter() - began)
+        cpu_times.append(time.process_time() - cpu)
         keys.append(k_)
         scores.append(s_)
     found, found_scores = np.concatenate(keys), np.concatenate(scores)
@@ -777,6 +812,7 @@ def _query_pass(
     exact = np.einsum("qd,qkd->qk", queries, work.current(safe.ravel()).reshape(*safe.shape, -1))
     error = np.abs(found_scores[:, :10] - exact)[valid & ~np.isin(top, deleted)]
     batch_ms = statistics.median(times) * 1e3
+    batch_cpu_ms = statistics.median(cpu_times) * 1e3
     return {
         "effort": effort,
         "threads": threads,
@@ -784,6 +820,8 @@ def _query_pass(
         "recall_at_100": _recall(found, work.truth, K),
         "batch_ms": batch_ms,
         "us_per_query": batch_ms * 1e3 / BATCH,
+        "batch_cpu_ms": batch_cpu_ms,  # CPU time: robust to other load, = latency at 1 thread
+        "cpu_us_per_query": batch_cpu_ms * 1e3 / BATCH,
         "deleted_returned": int(leaked.sum()),
         "missing_results": int((found < 0).sum()),
         "score_error_max": float(error.max()) if error.size else float("nan"),
@@ -829,12 +867,14 @@ def measure(name: str, folder: str, n: int) -> dict[str, Any]:
     new_keys = np.arange(n, n + len(work.new), dtype=np.int64)
     with _timer(out, "add_1000_s"):
         index.add(new_keys[:N_NEW], work.new[:N_NEW], BUILD_THREADS)
-    single = []
+    single, single_cpu = [], []
     for key, vector in zip(new_keys[N_NEW:], work.new[N_NEW:], strict=True):
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.process_time()
         index.add(np.array([key]), vector[None, :], 1)
         single.append(time.perf_counter() - began)
+        single_cpu.append(time.process_time() - cpu)
     out["add_one_ms"] = statistics.median(single) * 1e3
+    out["add_one_cpu_ms"] = statistics.median(single_cpu) * 1e3
     with _timer(out, "update_1000_s"):
         index.update(work.update_keys, work.update_vectors, BUILD_THREADS)
     with _timer(out, "delete_1100_s"):
@@ -887,62 +927,112 @@ def measure(name: str, folder: str, n: int) -> dict[str, Any]:
     # Churn: updates of live keys with their own vectors (the ground truth stays the same).
     gc.collect()
     rss_before = current_rss_mib()
-    churn_times = []
+    churn_times, churn_cpu = [], []
     for _ in range(CHURN_ROUNDS):
         chosen_keys = rng.choice(live_keys, size=N_UPDATE, replace=False)
-        began = time.perf_counter()
-        index.update(chosen_keys, work.current(chosen_keys), BUILD_THREADS)
+        vectors = work.current(chosen_keys)
+        began, cpu = time.perf_counter(), time.process_time()
+        index.update(chosen_keys, vectors, BUILD_THREADS)
         churn_times.append(time.perf_counter() - began)
+        churn_cpu.append(time.process_time() - cpu)
     gc.collect()
     out["churn_update_1000_s"] = statistics.median(churn_times)
+    out["churn_update_1000_cpu_s"] = statistics.median(churn_cpu)
     out["churn_rss_growth_mib"] = current_rss_mib() - rss_before
     out["after_churn"] = _query_pass(index, work, effort95, 1, work.delete_keys)
     out["after_churn_count"] = index.count()
 
-    with tempfile.TemporaryDirectory(dir=DATA_CACHE) as tmp:
-        path = Path(tmp) / "index.bin"
-        with _timer(out, "save_s"):
-            files = index.save(path)
-        out["file_bytes"] = sum(f.stat().st_size for f in files)
-        can_view = index.can_view
-        del index
-        gc.collect()
-        loaded = config.make(DIM, n)
-        with _timer(out, "load_s"):
-            loaded.load(path)
-        out["after_load"] = _query_pass(loaded, work, effort95, 1, work.delete_keys)
-        out["after_load_count"] = loaded.count()
-        del loaded
-        gc.collect()
-        if can_view:
-            viewed = config.make(DIM, n)
-            try:
-                with _timer(out, "view_s"):
-                    viewed.view(path)
-                out["after_view"] = _query_pass(viewed, work, effort95, 1, work.delete_keys)
-            except Exception as exc:  # a library that cannot map this index type
-                out["view_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
-            del viewed
+    path = _saved_path(Path(folder), name)  # kept for the interleaved query timings
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _timer(out, "save_s"):
+        files = index.save(path)
+    out["file_bytes"] = sum(f.stat().st_size for f in files)
+    can_view = index.can_view
+    del index
+    gc.collect()
+    loaded = config.make(DIM, n)
+    with _timer(out, "load_s"):
+        loaded.load(path)
+    out["after_load"] = _query_pass(loaded, work, effort95, 1, work.delete_keys)
+    out["after_load_count"] = loaded.count()
+    del loaded
+    gc.collect()
+    if can_view:
+        viewed = config.make(DIM, n)
+        try:
+            with _timer(out, "view_s"):
+                viewed.view(path)
+            out["after_view"] = _query_pass(viewed, work, effort95, 1, work.delete_keys)
+        except Exception as exc:  # a library that cannot map this index type
+            out["view_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+        del viewed
     out["peak_mib"] = _peak_mib() - rss0
     usage = resource.getrusage(resource.RUSAGE_SELF)
     out["cpu_s"] = usage.ru_utime + usage.ru_stime
     return out
 
 
-def _child(name: str, folder: str, n: int, conn: Any) -> None:
+def _saved_path(folder: Path, name: str) -> Path:
+    return folder / "saved" / (name.replace(" ", "-") + ".index")
+
+
+def interleaved(jobs: list[tuple[str, int]], folder: str, n: int) -> dict[str, Any]:
+    """Query timings of the saved indexes taken in turns, so other load hits each alike.
+
+    Every (config, effort) of ``jobs`` makes one pass over the query batches per round,
+    one thread, for ``INTERLEAVED_ROUNDS`` rounds; its figure is the median over rounds
+    of each pass's median batch time (CPU and wall).
+    """
+    work = Workload.read(Path(folder))
+    indexes: dict[str, VectorIndex] = {}
+    for name, _ in jobs:
+        if name not in indexes:
+            indexes[name] = CONFIGS[name].make(DIM, n)
+            indexes[name].load(_saved_path(Path(folder), name))
+    cpu: dict[tuple[str, int], list[float]] = {job: [] for job in jobs}
+    wall: dict[tuple[str, int], list[float]] = {job: [] for job in jobs}
+    queries = work.queries
+    for _ in range(INTERLEAVED_ROUNDS):
+        for name, effort in jobs:
+            index = indexes[name]
+            index.search(queries[:BATCH], K, effort, 1)  # warm-up
+            walls, cpus = [], []
+            for start in range(0, len(queries), BATCH):
+                began, began_cpu = time.perf_counter(), time.process_time()
+                index.search(queries[start : start + BATCH], K, effort, 1)
+                walls.append(time.perf_counter() - began)
+                cpus.append(time.process_time() - began_cpu)
+            cpu[name, effort].append(statistics.median(cpus) * 1e3)
+            wall[name, effort].append(statistics.median(walls) * 1e3)
+    out: dict[str, Any] = {}
+    for name, effort in jobs:
+        out.setdefault(name, {})[str(effort)] = {
+            "batch_cpu_ms": statistics.median(cpu[name, effort]),
+            "batch_ms": statistics.median(wall[name, effort]),
+            "rounds_cpu_ms": cpu[name, effort],
+        }
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    out["cpu_s"] = usage.ru_utime + usage.ru_stime
+    return out
+
+
+def _child(target: Any, args: tuple[Any, ...], conn: Any) -> None:
     try:
-        conn.send(("ok", measure(name, folder, n)))
+        conn.send(("ok", target(*args)))
     except BaseException as exc:  # report any failure to the parent instead of hanging
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
     finally:
         conn.close()
 
 
-def run_isolated(name: str, folder: Path, n: int, timeout_s: float) -> dict[str, Any]:
-    """``measure`` in a spawned process; a configuration that runs too long is killed."""
+def run_isolated(
+    name: str, folder: Path, n: int, timeout_s: float, target: Any = None, args: Any = None
+) -> dict[str, Any]:
+    """``measure`` (or ``target(*args)``) in a spawned process, killed if it runs too long."""
     context = multiprocessing.get_context("spawn")
     receive, send = context.Pipe(duplex=False)
-    process = context.Process(target=_child, args=(name, str(folder), n, send), daemon=True)
+    call = (measure, (name, str(folder), n)) if target is None else (target, args)
+    process = context.Process(target=_child, args=(*call, send), daemon=True)
     started, busy = time.perf_counter(), _busy_seconds()
     process.start()
     send.close()
@@ -989,49 +1079,75 @@ def _leaks(row: dict[str, Any]) -> int:
     return sum(p["deleted_returned"] for p in passes) + row["deleted_probe_returned"]
 
 
+def _wall_cpu(r: dict[str, Any], key: str, scale: float, spec: str) -> str:
+    """``wall (CPU)`` of a timed phase, scaled (e.g. 1e3 for ms)."""
+    wall, cpu = r[key] * scale, r.get(f"{key}_cpu")
+    return f"{wall:{spec}} ({cpu * scale:{spec}})" if cpu is not None else f"{wall:{spec}}"
+
+
 def _tables(rows: list[dict[str, Any]], n: int) -> list[str]:
     ok = [r for r in rows if "error" not in r]
     lines = [f"### {n:,} items", ""]
     lines += [
-        "Build, changes, memory and persistence (build and changes on 2 threads):",
+        "Build and changes, 2 threads; wall time (CPU time of the process in brackets):",
         "",
-        "| config | prec. | build s | items/s | index MiB | peak MiB | add 1k ms | add 1 ms "
-        "| update 1k ms | delete 1.1k ms | live ok | deleted returned | churn +MiB | churn r@100 "
-        "| self@10 | save s | load s | view s | file MiB | other load |",
-        "|---|---|" + "---:|" * 18,
+        "| config | prec. | build s | items/s | add 1k ms | add 1 ms | update 1k ms "
+        "| delete 1.1k ms | churn update 1k ms | other load |",
+        "|---|---|" + "---:|" * 8,
+    ]
+    for r in ok:
+        churn = f"{r['churn_update_1000_s'] * 1e3:,.0f}"
+        if "churn_update_1000_cpu_s" in r:
+            churn += f" ({r['churn_update_1000_cpu_s'] * 1e3:,.0f})"
+        lines.append(
+            f"| {r['config']} | {r['precision']} | {_wall_cpu(r, 'build_s', 1, ',.1f')} "
+            f"| {r['build_items_per_s']:,.0f} | {_wall_cpu(r, 'add_1000_s', 1e3, ',.0f')} "
+            f"| {r['add_one_ms']:.2f} | {_wall_cpu(r, 'update_1000_s', 1e3, ',.0f')} "
+            f"| {_wall_cpu(r, 'delete_1100_s', 1e3, ',.1f')} | {churn} "
+            f"| {_fmt(r.get('other_load_cores'), '.2f')} |"
+        )
+    lines += [
+        "",
+        "Memory, correctness and persistence:",
+        "",
+        "| config | index MiB | peak MiB | churn +MiB | live ok | deleted returned | self@10 "
+        "| churn r@100 | save s | load s | view s | file MiB |",
+        "|---|" + "---:|" * 11,
     ]
     for r in ok:
         view = _fmt(r.get("view_s"), ".3f") if "view_s" in r else "-"
+        live = "yes" if r["live_count"] == r["expected_count"] else str(r["live_count"])
         lines.append(
-            f"| {r['config']} | {r['precision']} | {r['build_s']:.1f} "
-            f"| {r['build_items_per_s']:,.0f} | {r['index_mib']:,.0f} | {r['build_peak_mib']:,.0f} "
-            f"| {r['add_1000_s'] * 1e3:,.1f} | {r['add_one_ms']:.2f} "
-            f"| {r['update_1000_s'] * 1e3:,.1f} | {r['delete_1100_s'] * 1e3:,.1f} "
-            f"| {'yes' if r['live_count'] == r['expected_count'] else r['live_count']} "
-            f"| {_leaks(r)} | {r['churn_rss_growth_mib']:+.0f} "
-            f"| {r['after_churn']['recall_at_100']:.3f} | {r['self_found_at_10_sample']:.4f} "
-            f"| {r['save_s']:.2f} | {r['load_s']:.2f} "
-            f"| {view} | {_mib(r['file_bytes']):,.0f} | {_fmt(r.get('other_load_cores'), '.2f')} |"
+            f"| {r['config']} | {r['index_mib']:,.0f} | {r['build_peak_mib']:,.0f} "
+            f"| {r['churn_rss_growth_mib']:+.0f} | {live} | {_leaks(r)} "
+            f"| {r['self_found_at_10_sample']:.4f} | {r['after_churn']['recall_at_100']:.3f} "
+            f"| {r['save_s']:.2f} | {r['load_s']:.2f} | {view} | {_mib(r['file_bytes']):,.1f} |"
         )
     lines += [
         "",
         "Queries: batches of 256, k = 100; the smallest effort reaching recall@100 ≥ 0.95 and "
-        "≥ 0.99 (`*`: not reached, best of the sweep shown). `max |Δ|`: largest error of a "
-        "returned top-10 score against the exact inner product.",
+        "≥ 0.99 (`*`: not reached, best of the sweep shown). Times at 1 thread: `CPU` is the "
+        "process's CPU time per batch (≈ the latency on an idle core), `wall` the elapsed time; "
+        "`interleaved`: CPU ms per batch again, all configurations' saved indexes loaded in one "
+        "process and timed in turns (median of 3 rounds), the fairest comparison when other "
+        "load comes and goes. `max |Δ|`: largest error of a returned top-10 score against the "
+        "exact inner product.",
         "",
-        "| config | prec. | target | effort | r@10 | r@100 | ms/batch 1 thr | µs/query 1 thr "
-        "| ms/batch 2 thr | µs/query 2 thr | max |Δ| score |",
-        "|---|---|---:|---|" + "---:|" * 7,
+        "| config | prec. | target | effort | r@10 | r@100 | CPU ms/batch | interleaved "
+        "| µs/query | wall ms/batch | wall ms/batch 2 thr | max |Δ| score |",
+        "|---|---|---:|---|" + "---:|" * 8,
     ]
     for r in ok:
         for target, pick in r["picks"].items():
             one, two = pick["one_thread"], pick["two_threads"]
-            effort = "-" if r["effort_name"] == "-" else f"{r['effort_name']}={one['effort']}"
+            effort = "exact" if r["effort_name"] == "-" else f"{r['effort_name']}={one['effort']}"
+            turns = r.get("interleaved", {}).get(str(one["effort"]), {}).get("batch_cpu_ms")
             lines.append(
                 f"| {r['config']} | {r['precision']} | {target}{'' if pick['reached'] else '*'} "
                 f"| {effort} | {one['recall_at_10']:.3f} | {one['recall_at_100']:.3f} "
-                f"| {one['batch_ms']:,.1f} | {one['us_per_query']:,.0f} | {two['batch_ms']:,.1f} "
-                f"| {two['us_per_query']:,.0f} | {one['score_error_max']:.4f} |"
+                f"| {one.get('batch_cpu_ms', float('nan')):,.1f} | {_fmt(turns, ',.1f')} "
+                f"| {one.get('cpu_us_per_query', float('nan')):,.0f} | {one['batch_ms']:,.1f} "
+                f"| {two['batch_ms']:,.1f} | {one['score_error_max']:.4f} |"
             )
             if r["effort_name"] == "-":
                 break
@@ -1042,7 +1158,7 @@ def _tables(rows: list[dict[str, Any]], n: int) -> list[str]:
         "",
         "<details><summary>Effort sweeps (1 thread)</summary>",
         "",
-        "| config | effort | r@10 | r@100 | ms/batch | µs/query |",
+        "| config | effort | r@10 | r@100 | CPU ms/batch | wall ms/batch |",
         "|---|---|---:|---:|---:|---:|",
     ]
     for r in ok:
@@ -1050,7 +1166,8 @@ def _tables(rows: list[dict[str, Any]], n: int) -> list[str]:
             effort = "exact" if r["effort_name"] == "-" else f"{r['effort_name']}={p['effort']}"
             lines.append(
                 f"| {r['config']} | {effort} | {p['recall_at_10']:.3f} "
-                f"| {p['recall_at_100']:.3f} | {p['batch_ms']:,.1f} | {p['us_per_query']:,.0f} |"
+                f"| {p['recall_at_100']:.3f} | {p.get('batch_cpu_ms', float('nan')):,.1f} "
+                f"| {p['batch_ms']:,.1f} |"
             )
     lines += ["", "</details>"]
     return lines
@@ -1163,6 +1280,9 @@ def main(
     wait_quiet_s: Annotated[
         float, typer.Option(help="Before each config, wait up to this long for an idle machine.")
     ] = 600,
+    keep_saved: Annotated[
+        bool, typer.Option(help="Keep the saved indexes (in .cache/bench) after the run.")
+    ] = False,
     fresh: Annotated[
         bool, typer.Option(help="Drop earlier figures instead of merging by (config, items).")
     ] = False,
@@ -1207,6 +1327,28 @@ def main(
                     f"wall {row['wall_s']:.0f} s",
                     flush=True,
                 )
+        done_here = [r for r in fresh_rows if int(r["items"]) == n and "error" not in r]
+        jobs = sorted(
+            {
+                (r["config"], p["one_thread"]["effort"])
+                for r in done_here
+                for p in r["picks"].values()
+            },
+            key=lambda job: (list(CONFIGS).index(job[0]), job[1]),
+        )
+        if jobs:
+            print(f"[{n:,} items] interleaved query timings ({len(jobs)} config/effort pairs)")
+            wait_for_quiet(wait_quiet_s)
+            timings = run_isolated(
+                "interleaved", folder, n, timeout_s, target=interleaved, args=(jobs, str(folder), n)
+            )
+            if "error" in timings:
+                print(f"  interleaved timings FAILED: {timings['error']}", flush=True)
+            for r in done_here:
+                r["interleaved"] = timings.get(r["config"], {})
+                r["interleaved_other_load_cores"] = timings.get("other_load_cores")
+        if not keep_saved:
+            shutil.rmtree(folder / "saved", ignore_errors=True)
     done = {(r["config"], int(r["items"])) for r in fresh_rows}
     merged = [r for r in previous if (r["config"], int(r["items"])) not in done] + fresh_rows
     figures = {
