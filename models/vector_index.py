@@ -249,7 +249,12 @@ def fingerprints(vectors: np.ndarray) -> np.ndarray:
     (True, (3, 4))
     """
     projection = np.random.default_rng(20_260_101).normal(size=(vectors.shape[1], _PRINT_DIM))
-    return np.asarray(vectors, np.float64) @ projection
+    out = np.empty((len(vectors), _PRINT_DIM))
+    for start in range(0, len(vectors), 65_536):  # in chunks: no float64 copy of 10^6 rows
+        out[start : start + 65_536] = (
+            np.asarray(vectors[start : start + 65_536], np.float64) @ projection
+        )
+    return out
 
 
 def _digest(item_ids: Sequence[str]) -> str:
