@@ -463,6 +463,7 @@ class Engine(SharedState):
         return self._rank([users[u] for u in user_ids], k or self.settings.top_k)
 
     def _rank(self, states: Sequence[UserState], k: int) -> list[list[RankedItem]]:
+        started = time.perf_counter()
         centroid_of = getattr(self.clusterer, "centroid", None)  # clusterers with centroids
         requests = []
         index_of = self.catalog.index_of
@@ -486,8 +487,9 @@ class Engine(SharedState):
         mode = self.ranking_mode()
         self.stats.ranking_mode = mode
         if mode == "two-stage":
+            synced = time.perf_counter()
             index = self.sync_index()
-            started = time.perf_counter()
+            started += time.perf_counter() - synced  # counted in index_s, not ranking_s
             ranked = self.two_stage.rank(
                 requests,
                 self.catalog.vectors,
@@ -499,7 +501,6 @@ class Engine(SharedState):
             )
             self.stats.candidates_per_user = self.two_stage.last_candidates
         else:
-            started = time.perf_counter()
             ranked = self.ranker.rank(
                 requests,
                 self.catalog.vectors,
