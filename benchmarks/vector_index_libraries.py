@@ -268,8 +268,11 @@ class Usearch(VectorIndex):
     def _input(self, vectors: np.ndarray) -> np.ndarray:
         if self.i8_scale is None:
             return vectors
-        scaled = np.rint(vectors * (127.0 * self.i8_scale))
-        return np.clip(scaled, -127, 127).astype(np.int8)
+        out = np.empty(vectors.shape, np.int8)
+        for start in range(0, len(vectors), 1 << 14):  # in chunks: no big float temporaries
+            chunk = np.rint(vectors[start : start + (1 << 14)] * np.float32(127 * self.i8_scale))
+            out[start : start + len(chunk)] = np.clip(chunk, -127, 127)
+        return out
 
     def add(self, keys: np.ndarray, vectors: np.ndarray, threads: int) -> None:
         self.index.add(keys.astype(np.uint64), self._input(vectors), threads=threads)
@@ -1180,7 +1183,10 @@ See the figures above (they are regenerated; this paragraph was written for the 
 in the JSON). **usearch** (`usearch.index.Index`, HNSW) is the choice for driftrec's item
 index: among the graph indexes it has the fastest builds and batch queries on 1-2 threads, it
 is the only one with native float16/int8 storage that keeps recall@100 ≥ 0.95 at a moderate
-`expansion_search`, its `remove()` really frees the slot (no memory growth under update
+`expansion_search` — for int8 only when the vectors are quantised before they reach it
+(`i8 rounded`: `rint(x·127·3)`; usearch's own float→int8 conversion truncates `x·127`, which
+leaves a 384-d unit vector's components, σ ≈ 0.05, a handful of levels and caps recall@10
+near 0.92 however deep the search; driftrec's `models/vector_index.py` rounds this way) — its `remove()` really frees the slot (no memory growth under update
 churn, deleted keys never come back), and it saves/loads/memory-maps a single file. Its one
 sharp edge: `add()` refuses a key it already holds, so an update is `remove(keys)` then
 `add(keys, vectors)`. hnswlib and voyager (hnswlib inside) are close on recall but slower to
@@ -1280,6 +1286,9 @@ def main(
     wait_quiet_s: Annotated[
         float, typer.Option(help="Before each config, wait up to this long for an idle machine.")
     ] = 600,
+    report_only: Annotated[
+        bool, typer.Option(help="Only rewrite the page from the JSON figures.")
+    ] = False,
     keep_saved: Annotated[
         bool, typer.Option(help="Keep the saved indexes (in .cache/bench) after the run.")
     ] = False,
@@ -1288,6 +1297,10 @@ def main(
     ] = False,
 ) -> None:
     """Measure the configurations at each size, merge into the JSON, write the page."""
+    if report_only:
+        write_report(json.loads(results.read_text()), markdown)
+        print(f"report: {markdown}")
+        return
     names = [s.strip() for s in only.split(",") if s.strip()] or list(CONFIGS)
     unknown = set(names) - set(CONFIGS)
     if unknown:

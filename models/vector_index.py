@@ -10,7 +10,12 @@ Keys are catalogue indices. Vectors are unit-norm and compared by inner
 product (= cosine); the graph stores them in reduced precision: ``i8`` by
 default (a quarter of float32's memory, and on CPUs without native half
 precision about three times faster to search than ``f16``), ``f16`` or ``f32``
-where recall matters more than speed. Items are added, replaced and removed
+where recall matters more than speed. For ``i8`` the index quantises itself:
+usearch's own conversion truncates ``x·127`` toward zero, which leaves the
+components of a 384-d unit vector (σ ≈ 0.05) with a handful of levels, so
+vectors and queries are rounded at ``x·127·s`` with ``s = √d / 6.5`` (a
+component must lie 6.5 σ out to be clipped). On the libraries benchmark that
+lifts recall@10 from 0.915 to 0.974 and is faster, since the graph is better. Items are added, replaced and removed
 online: a replaced vector is removed and added again, so a key never appears
 twice. The index is
 saved beside a digest of the item ids its keys stand for and a fingerprint of
@@ -37,6 +42,9 @@ _META = "item-index.json"
 _GRAPH = "item-index.usearch"
 _FINGERPRINTS = "item-index-fingerprints.npy"
 _IDS = "item-index-ids.json"
+_I8_CLIP_SIGMAS = 6.5
+# Saved with the graph: an index written by another quantisation is rebuilt, not adopted.
+_QUANTISATION = f"rint(x*127*sqrt(d)/{_I8_CLIP_SIGMAS})"
 
 
 class ItemIndex:
@@ -84,6 +92,8 @@ class ItemIndex:
         self.dim = dim
         self.precision = precision
         self.threads = threads
+        # i8: the multiplier applied before rounding; sims come back divided by its square.
+        self.i8_multiplier = 127.0 * np.sqrt(dim) / _I8_CLIP_SIGMAS
         self._index = Index(
             ndim=dim,
             # Inner product: on unit vectors the cosine, and with i8 storage 3x faster to
@@ -118,9 +128,7 @@ class ItemIndex:
         if present.any():
             self._index.remove(keys[present])
         self._index.add(
-            keys,
-            np.asarray(vectors, np.float32),
-            threads=self.threads if threads is None else threads,
+            keys, self._input(vectors), threads=self.threads if threads is None else threads
         )
 
     def remove(self, keys: Sequence[int] | np.ndarray) -> None:
@@ -141,7 +149,7 @@ class ItemIndex:
         sims = np.full((n, k), -np.inf, np.float32)
         if not n or not len(self._index) or k <= 0:
             return keys, sims
-        found = self._index.search(queries, k, threads=self.threads)
+        found = self._index.search(self._input(queries), k, threads=self.threads)
         # One query is answered with a flat Matches, without counts.
         counts = np.asarray(getattr(found, "counts", [len(found.keys)])).reshape(n)
         valid = np.arange(k)[None, :] < counts[:, None]
@@ -151,13 +159,25 @@ class ItemIndex:
         raw_keys[:, : got.shape[1]] = got.astype(np.int64)
         raw_dist[:, : got.shape[1]] = np.asarray(found.distances).reshape(n, -1)
         keys[valid] = raw_keys[valid]
-        # usearch's "ip" distance is 1 - dot, and for i8 storage -dot of the vectors
-        # quantised to ±127: both mapped back to the cosine (approximate for i8).
+        # usearch's "ip" distance is 1 - dot, and for i8 input -dot of the integer
+        # vectors: both mapped back to the cosine (approximate for i8).
         if self.precision == "i8":
-            sims[valid] = -raw_dist[valid] / 127.0**2
+            sims[valid] = -raw_dist[valid] / self.i8_multiplier**2
         else:
             sims[valid] = 1.0 - raw_dist[valid]
         return keys, sims
+
+    def _input(self, vectors: np.ndarray) -> np.ndarray:
+        """What the graph is given: float32, or for ``i8`` the rounded integers."""
+        vectors = np.asarray(vectors, np.float32).reshape(-1, self.dim)
+        if self.precision != "i8":
+            return vectors
+        out = np.empty(vectors.shape, np.int8)
+        scale = np.float32(self.i8_multiplier)
+        for start in range(0, len(vectors), 16_384):  # in chunks: no big float temporaries
+            chunk = np.rint(vectors[start : start + 16_384] * scale)
+            out[start : start + len(chunk)] = np.clip(chunk, -127, 127)
+        return out
 
     # ------------------------------------------------------------ persistence
     def save(self, directory: Path, item_ids: Sequence[str], vectors: np.ndarray) -> None:
@@ -171,6 +191,7 @@ class ItemIndex:
         meta = {
             "dim": self.dim,
             "precision": self.precision,
+            "quantisation": _QUANTISATION,
             "items": len(item_ids),
             "ids_digest": _digest(item_ids),
         }
@@ -219,6 +240,7 @@ class ItemIndex:
             or meta.get("ids_digest") != _digest(item_ids[:n])
             or int(meta.get("dim", -1)) != vectors.shape[1]
             or meta.get("precision") != settings.get("precision", "i8")
+            or meta.get("quantisation") != _QUANTISATION
             or saved_prints.shape != (n, _PRINT_DIM)
         ):
             return None
