@@ -13,11 +13,39 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import overload
 
-__all__ = ["ForwardDecay"]
+import numpy as np
+
+__all__ = ["ForwardDecay", "decay_factor"]
 
 #: Landmark moves once updates are this many half-lives past it (2^64 ≈ 1.8e19).
 RESCALE_AFTER_HALF_LIVES = 64.0
+
+
+@overload
+def decay_factor(elapsed: float, half_life_s: float) -> float: ...
+@overload
+def decay_factor(elapsed: np.ndarray, half_life_s: float) -> np.ndarray: ...
+def decay_factor(elapsed: float | np.ndarray, half_life_s: float) -> float | np.ndarray:
+    """``2^(-elapsed/h)``: the one place the decay formula is written.
+
+    Every decayed quantity in driftrec is a product of such factors: a gain
+    relative to a landmark is ``decay_factor(L - t, h)``, a stored sum decayed to
+    ``T`` is multiplied by ``decay_factor(T - L, h)``, a landmark move from ``L``
+    to ``L'`` rescales by ``decay_factor(L' - L, h)``. Scalars use :func:`math.exp2`
+    and arrays :func:`numpy.exp2`, element-wise; ``elapsed`` may be negative.
+
+    >>> decay_factor(10.0, 10.0)
+    0.5
+    >>> decay_factor(-20.0, 10.0)
+    4.0
+    >>> decay_factor(np.array([0.0, 10.0, 30.0]), 10.0).tolist()
+    [1.0, 0.5, 0.125]
+    """
+    if isinstance(elapsed, np.ndarray):
+        return np.exp2(-elapsed / half_life_s)
+    return math.exp2(-elapsed / half_life_s)
 
 
 @dataclass(slots=True)
@@ -50,7 +78,7 @@ class ForwardDecay:
         """Scale of a unit contribution made at event time ``t``."""
         if self.landmark is None:
             self.landmark = float(t)
-        return math.exp2((t - self.landmark) / self.half_life_s)
+        return decay_factor(self.landmark - t, self.half_life_s)
 
     def needs_rescale(self, t: float) -> bool:
         """Whether stored sums should be rescaled before an update at ``t``."""
@@ -63,16 +91,16 @@ class ForwardDecay:
         """Factor to multiply stored sums by when moving the landmark to ``new_landmark``."""
         if self.landmark is None:
             return 1.0
-        return math.exp2(-(new_landmark - self.landmark) / self.half_life_s)
+        return decay_factor(new_landmark - self.landmark, self.half_life_s)
 
     def to_decayed(self, stored: float, at: float) -> float:
         """Decayed value at event time ``at`` of a stored forward-decay sum."""
         if self.landmark is None:
             return 0.0
-        return stored * math.exp2(-(at - self.landmark) / self.half_life_s)
+        return stored * decay_factor(at - self.landmark, self.half_life_s)
 
     def convert_from(self, other_landmark: float) -> float:
         """Factor turning sums stored against ``other_landmark`` into this landmark's units."""
         if self.landmark is None:
             self.landmark = other_landmark
-        return math.exp2((other_landmark - self.landmark) / self.half_life_s)
+        return decay_factor(self.landmark - other_landmark, self.half_life_s)

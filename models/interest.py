@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from models.forward_decay import decay_factor
 from models.user_window import WindowEntry
 
 __all__ = ["EVENT_VERBS", "interest_weights", "pooled_interest", "render_sequence"]
@@ -47,7 +48,7 @@ def interest_weights(
         return np.zeros(0)
     age = ts[-1] - ts
     position = np.arange(len(ts) - 1, -1, -1, dtype=np.float64)
-    return weights * np.exp2(-age / half_life_s) * position_decay**position
+    return weights * decay_factor(age, half_life_s) * position_decay**position
 
 
 def pooled_interest(vectors: np.ndarray, pool_weights: np.ndarray) -> np.ndarray:

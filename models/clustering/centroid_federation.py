@@ -12,7 +12,6 @@ every worker. The sums are forward-decayed, so deltas simply add.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from typing import Any, Literal, Self, cast
 
@@ -26,6 +25,7 @@ from models.clustering.cluster_messages import (
     _check_same_half_life,
     _unit_rows,
 )
+from models.forward_decay import decay_factor
 
 __all__ = ["CentroidFederation", "Role"]
 
@@ -294,7 +294,7 @@ class CentroidFederation:
                 self._landmark = landmark
             elif landmark > self._landmark:
                 self._move_landmark(landmark)
-            factor = math.exp2((landmark - self._landmark) / self.half_life_s)
+            factor = decay_factor(self._landmark - landmark, self.half_life_s)
             sums, weight = sums * factor, weight * factor
             row = self._resolve(cluster_id)
             if row is None:

@@ -18,6 +18,7 @@ import numpy as np
 from models.clustering.cluster_codec import DELTA_MAGIC, SNAPSHOT_MAGIC
 from models.clustering.cluster_codec import decode as _decode
 from models.clustering.cluster_codec import encode as _encode
+from models.forward_decay import decay_factor
 
 __all__ = ["PROVISIONAL_ID_START", "ClusterDelta", "ClusterEvent", "ClusterSnapshot"]
 
@@ -148,7 +149,7 @@ class ClusterDelta:
         """The same delta in the units of ``landmark``."""
         if self.landmark is None or landmark == self.landmark:
             return self if self.landmark is not None else _replace(self, landmark=landmark)
-        factor = math.exp2((self.landmark - landmark) / self.half_life_s)
+        factor = decay_factor(landmark - self.landmark, self.half_life_s)
         return _replace(
             self,
             landmark=landmark,
@@ -307,7 +308,7 @@ class ClusterSnapshot:
         """``(sums, weights)`` as plain decayed values at event time ``t``."""
         if self.landmark is None:
             return self.sums.copy(), self.weights.copy()
-        factor = math.exp2(-(t - self.landmark) / self.half_life_s)
+        factor = decay_factor(t - self.landmark, self.half_life_s)
         return self.sums * factor, self.weights * factor
 
     def to_bytes(self) -> bytes:

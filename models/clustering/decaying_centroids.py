@@ -21,11 +21,9 @@ from models.clustering.cluster_messages import (
     ClusterEvent,
     _unit_rows,
 )
+from models.forward_decay import RESCALE_AFTER_HALF_LIVES, decay_factor
 
 __all__ = ["DecayingCentroids"]
-
-#: The landmark moves once event time is this many half-lives past it (2^64 ≈ 1.8e19).
-_MAX_EXPONENT = 64.0
 
 #: Merge redirections (absorbed id -> survivor id) remembered and published.
 _MAX_REDIRECTS = 4096
@@ -288,7 +286,7 @@ class DecayingCentroids(CentroidFederation):
 
     def _move_landmark(self, landmark: float) -> None:
         assert self._landmark is not None
-        factor = math.exp2((self._landmark - landmark) / self.half_life_s)
+        factor = decay_factor(landmark - self._landmark, self.half_life_s)
         for array in (self._sums, self._weights, self._pending_sums, self._pending_weights):
             array *= factor
         self._landmark = float(landmark)
@@ -297,7 +295,7 @@ class DecayingCentroids(CentroidFederation):
     def _decay_to(self, t: float) -> float:
         """Factor turning stored forward-decay units into plain decayed values at ``t``."""
         assert self._landmark is not None
-        return math.exp2(-(t - self._landmark) / self.half_life_s)
+        return decay_factor(t - self._landmark, self.half_life_s)
 
     def weights(self, t: float) -> np.ndarray:
         """Decayed weight of every live cluster at event time ``t`` (aligned with :attr:`ids`)."""
@@ -399,9 +397,9 @@ class DecayingCentroids(CentroidFederation):
         t_max = float(t.max())
         if self._landmark is None:
             self._landmark = t_max  # gains in the first chunk stay <= w
-        elif (t_max - self._landmark) / self.half_life_s > _MAX_EXPONENT:
+        elif (t_max - self._landmark) / self.half_life_s > RESCALE_AFTER_HALF_LIVES:
             self._move_landmark(t_max)
-        gain = w * np.exp2((t - self._landmark) / self.half_life_s)
+        gain = w * decay_factor(self._landmark - t, self.half_life_s)
         n_old = len(self._ids)
         rows = np.full(len(X), -1, dtype=np.int64)
         sims: np.ndarray | None = None
