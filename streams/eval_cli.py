@@ -275,7 +275,7 @@ def eval_command(
         "baseline_parameters": {
             r.name: r.parameters() for r in recommenders if hasattr(r, "parameters")
         },
-        "tie_break": "baselines: equal scores ordered by global popularity, then catalogue index",
+        "tie_break": "equal scores ordered by lower catalogue index (engine and baselines)",
         "settings": settings.model_dump(mode="json"),
         "results": {name: result_to_dict(result) for name, result in results.items()},
         "plots": plots,

@@ -27,15 +27,16 @@ name                            score of item ``i`` for a user
                                 evaluator reports how much of its top-k the others find)
 ==============================  ==============================================================
 
-Equal scores are ordered by global popularity so far, then by catalogue index
-(the order items were first known). That matters for the transition models:
-when the user's last item has fewer than ``k`` successors, the list is filled
-with the most popular items (on ml-latest-small this lifts first-order
-transitions from HR@10 0.070, filled in catalogue order, to 0.082). A list
+Lists follow the engine's one tie rule (:func:`models.top_k.top_k_indices`):
+higher score first, equal scores by lower catalogue index (the order items
+were first known). A transition model whose user's last item has fewer than
+``k`` successors is therefore filled in catalogue order, as the engine would
+fill it; the baselines used to fill with the most popular items, a second tie
+rule that made the evaluation compare tie policies as well as models. A list
 never depends on how many users were asked for at once.
 
 The baselines live one family per module: :mod:`.catalogue` (the shared
-scoring base and the tie rule), :mod:`.popularity`, :mod:`.transitions`,
+scoring base), :mod:`.popularity`, :mod:`.transitions`,
 :mod:`.text_similarity`, and :mod:`.engine_adapter` (the engine itself, for
 ``driftrec-no-clustering`` and the system under test).
 """

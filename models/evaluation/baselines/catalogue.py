@@ -1,53 +1,16 @@
-"""What every catalogue-scoring baseline shares: the catalogue, exclusions, the tie rule."""
+"""What every catalogue-scoring baseline shares: the catalogue, exclusions, top-k."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from models.contracts import BehaviourEvent, CatalogItem
 from models.growable_vector import GrowableVector
-
-if TYPE_CHECKING:
-    pass
+from models.top_k import top_k_indices
 
 __all__ = ["CatalogueRecommender", "top_k_indices"]
-
-
-def top_k_indices(scores: np.ndarray, k: int, tie_break: np.ndarray | None = None) -> np.ndarray:
-    """Indices of the ``k`` best finite scores, best first.
-
-    Equal scores are ordered by ``tie_break`` (higher first), then by lower
-    index. ``-inf`` marks an excluded item; fewer than ``k`` indices come back
-    when fewer items are allowed. The result depends on the scores alone (no
-    ``argpartition`` tie lottery), so batched and one-by-one calls agree.
-
-    >>> scores = np.array([0.5, 2.0, 0.5, -np.inf, 0.5, 1.0])
-    >>> top_k_indices(scores, k=3).tolist()
-    [1, 5, 0]
-    >>> top_k_indices(scores, k=4, tie_break=np.array([0, 0, 1, 9, 3, 0])).tolist()
-    [1, 5, 4, 2]
-    >>> top_k_indices(np.array([-np.inf, 1.0]), k=3).tolist()
-    [1]
-    """
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    scores = np.asarray(scores, np.float64)
-    secondary = np.zeros(len(scores)) if tie_break is None else np.asarray(tie_break, np.float64)
-    allowed = np.isfinite(scores)
-    n_allowed = int(allowed.sum())
-    if n_allowed <= k:
-        candidates = np.flatnonzero(allowed)
-    else:
-        finite = np.where(allowed, scores, -np.inf)
-        kth = np.partition(finite, len(finite) - k)[len(finite) - k]  # the k-th best score
-        above = np.flatnonzero(finite > kth)
-        tied = np.flatnonzero(finite == kth)
-        tied = tied[np.lexsort((tied, -secondary[tied]))][: k - len(above)]
-        candidates = np.concatenate([above, tied])
-    return candidates[np.lexsort((candidates, -secondary[candidates], -scores[candidates]))]
 
 
 class CatalogueRecommender:
@@ -75,7 +38,7 @@ class CatalogueRecommender:
     consumed
         Each user's distinct consumed item indices (all of them: exclusion is unbounded).
     popularity
-        Times each item was consumed so far (the tie-break of every baseline).
+        Times each item was consumed so far.
     """
 
     name: str = "baseline"
@@ -133,13 +96,12 @@ class CatalogueRecommender:
     def recommend(self, user_ids: Sequence[str], k: int) -> list[list[str]]:
         """Top-``k`` item ids per user, consumed items excluded; learns nothing."""
         lists = []
-        popularity = self.popularity.dense(len(self.item_ids))
         for user_id in user_ids:
             scores = self._score(self.history.get(user_id, ()))
             consumed = self.consumed.get(user_id)
             if consumed:
                 scores[np.fromiter(consumed, np.int64, len(consumed))] = -np.inf
-            top = top_k_indices(scores, k, tie_break=popularity)
+            top = top_k_indices(scores, k)
             lists.append([self.item_ids[i] for i in top.tolist()])
         return lists
 
