@@ -26,6 +26,7 @@ one call at a time. :mod:`streams.topology` wires these together.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 from collections.abc import Callable, Sequence
@@ -36,6 +37,7 @@ from streams.batching import take_events_adaptive
 from streams.dead_letters import DeadLetterSink
 from streams.metrics import WorkerMetrics
 from streams.publisher import BatchPublisher
+from streams.retry import retry_with_backoff
 from streams.runtime import WorkerRuntime
 from streams.settings import WorkerSettings
 
@@ -74,27 +76,40 @@ async def retry_while_encoder_unavailable(
     next one). The waits are asynchronous: heartbeats and web views go on, and
     ``metrics.encoder_available`` reads 0 until the service answers again.
     """
-    delay_s = max(settings.encoder_backoff_s, 0.1)
-    while True:
-        try:
-            outcome = process(batch)
-            if inspect.isawaitable(outcome):
-                outcome = await outcome
-        except EncoderUnavailableError as error:
-            if metrics is not None:
-                metrics.encoder_available.set(0)
-            logger.warning(
-                "encoder unavailable; trying the batch of %d records again in %.1f s: %s",
-                len(batch),
-                delay_s,
-                error,
-            )
-            await asyncio.sleep(delay_s)
-            delay_s = min(2 * delay_s, settings.encoder_retry_max_s)
-        else:
-            if metrics is not None:
-                metrics.encoder_available.set(1)
-            return outcome
+
+    async def attempt() -> Any:
+        outcome = process(batch)
+        return await outcome if inspect.isawaitable(outcome) else outcome
+
+    def unavailable(error: Exception, delay_s: float) -> None:
+        if metrics is not None:
+            metrics.encoder_available.set(0)
+        logger.warning(
+            "encoder unavailable; trying the batch of %d records again in %.1f s: %s",
+            len(batch),
+            delay_s,
+            error,
+        )
+
+    outcome = await retry_with_backoff(
+        attempt,
+        retry_on=(EncoderUnavailableError,),
+        first_delay_s=max(settings.encoder_backoff_s, 0.1),
+        max_delay_s=settings.encoder_retry_max_s,
+        on_retry=unavailable,
+    )
+    if metrics is not None:
+        metrics.encoder_available.set(1)
+    return outcome
+
+
+def _publish_failed(n_records: int, error: Exception, delay_s: float) -> None:
+    logger.error(
+        "could not publish %d recommendations; retrying in %.1f s",
+        n_records,
+        delay_s,
+        exc_info=error,
+    )
 
 
 async def events_agent(
@@ -138,21 +153,13 @@ async def events_agent(
             runtime.process_events_off_loop, batch, settings, runtime.metrics
         )
         records = [(r.user_id.encode("utf-8"), r.to_json_bytes()) for r in outcome.recommendations]
-        delay_s = 0.5
-        while True:  # the batch is acknowledged only once its recommendations are out
-            try:
-                await recommendations.publish(topic, records, headers=headers)
-                break
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception(
-                    "could not publish %d recommendations; retrying in %.1f s",
-                    len(records),
-                    delay_s,
-                )
-                await asyncio.sleep(delay_s)
-                delay_s = min(2 * delay_s, 30.0)
+        # the batch is acknowledged only once its recommendations are out
+        await retry_with_backoff(
+            functools.partial(recommendations.publish, topic, records, headers=headers),
+            first_delay_s=0.5,
+            max_delay_s=30.0,
+            on_retry=functools.partial(_publish_failed, len(records)),
+        )
         await dead_letters.send(outcome.dead_letters)
         runtime.observe_sent(outcome)
         if hold_acks and not runtime.stopping:

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from streams.retry import retry_with_backoff
 from streams.settings import WorkerSettings
 
 __all__ = ["BroadcastReader", "topic_partitions"]
@@ -91,14 +92,14 @@ class BroadcastReader:
 
     async def run_forever(self, retry_s: float = 2.0) -> None:
         """:meth:`run`, restarted after ``retry_s`` whenever it fails."""
-        while True:
-            try:
-                await self.run()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("reader of %s failed; restarting in %.0f s", self.topic, retry_s)
-                await asyncio.sleep(retry_s)
+        await retry_with_backoff(
+            self.run,
+            first_delay_s=retry_s,
+            max_delay_s=retry_s,
+            on_retry=lambda error, delay_s: logger.error(
+                "reader of %s failed; restarting in %.0f s", self.topic, delay_s, exc_info=error
+            ),
+        )
 
     async def run(self) -> None:
         from aiokafka import AIOKafkaConsumer

@@ -23,6 +23,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from streams.retry import retry_with_backoff
 from streams.settings import WorkerSettings
 
 __all__ = ["StartupGate", "wait_for_dependencies"]
@@ -111,7 +112,7 @@ async def _until_ok(
     what: str,
     attempt: Callable[[], Awaitable[Any]],
     *,
-    retry_on: tuple[type[BaseException], ...],
+    retry_on: tuple[type[Exception], ...],
     first_delay_s: float = 1.0,
     max_delay_s: float = 30.0,
 ) -> Any:
@@ -121,15 +122,18 @@ async def _until_ok(
     else — a wrong setting, a refused request — propagates, and the worker
     exits with it.
     """
-    delay_s = first_delay_s
-    while True:
-        try:
-            return await attempt()
-        except retry_on as error:
-            gate.waiting_for = f"{what}: {error}"
-            logger.warning("waiting for %s (next try in %.0f s): %s", what, delay_s, error)
-            await asyncio.sleep(delay_s)
-            delay_s = min(2 * delay_s, max_delay_s)
+
+    def waiting(error: Exception, delay_s: float) -> None:
+        gate.waiting_for = f"{what}: {error}"
+        logger.warning("waiting for %s (next try in %.0f s): %s", what, delay_s, error)
+
+    return await retry_with_backoff(
+        attempt,
+        retry_on=retry_on,
+        first_delay_s=first_delay_s,
+        max_delay_s=max_delay_s,
+        on_retry=waiting,
+    )
 
 
 async def wait_for_dependencies(
