@@ -231,7 +231,7 @@ class UserWindow:
             return NotImplemented
         return self._entries == other._entries
 
-    __hash__ = None  # type: ignore[assignment]  # mutable
+    __hash__ = None  # type: ignore[assignment]  # mutable, so unhashable; typeshed types it a method
 
     def __repr__(self) -> str:
         return f"UserWindow({self._entries!r})"
@@ -369,7 +369,7 @@ class SeenItems:
             return NotImplemented
         return self.capacity == other.capacity and list(self._items) == list(other._items)
 
-    __hash__ = None  # type: ignore[assignment]  # mutable
+    __hash__ = None  # type: ignore[assignment]  # mutable, so unhashable; typeshed types it a method
 
     def __repr__(self) -> str:
         return f"SeenItems(capacity={self.capacity}, items={list(self._items)!r})"

@@ -75,7 +75,7 @@ def apply() -> bool:
         )
         return False
     _upstream = Recovery.on_recovery_completed
-    Recovery.on_recovery_completed = _on_recovery_completed  # type: ignore[method-assign]
+    Recovery.on_recovery_completed = _on_recovery_completed  # type: ignore[method-assign]  # the patch itself
     _applied = True
     return True
 

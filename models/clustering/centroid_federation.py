@@ -186,10 +186,10 @@ class CentroidFederation:
                 self._sums[row] += sums
                 self._weights[row] += weight
         for centroid, sums, weight, born_t in zip(
-            delta.proposal_centroids,  # type: ignore[arg-type]
-            delta.proposal_sums,  # type: ignore[arg-type]
-            delta.proposal_weights,  # type: ignore[arg-type]
-            delta.proposal_born_t,  # type: ignore[arg-type]
+            delta.proposal_centroids,
+            delta.proposal_sums,
+            delta.proposal_weights,
+            delta.proposal_born_t,
             strict=True,
         ):
             orphans.append((centroid, sums, float(weight), float(born_t)))
@@ -283,7 +283,7 @@ class CentroidFederation:
         self._next_id = snapshot.next_id
         self.version = snapshot.version
         self._redirects = dict(
-            zip(snapshot.redirect_from.tolist(), snapshot.redirect_to.tolist(), strict=True)  # type: ignore[union-attr]
+            zip(snapshot.redirect_from.tolist(), snapshot.redirect_to.tolist(), strict=True)
         )
         if snapshot.last_t is not None:
             self._last_t = (

@@ -10,7 +10,7 @@ report the clusters' lifecycle as :class:`ClusterEvent`. Their bytes are
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -54,6 +54,11 @@ def _check_same_half_life(ours: float, theirs: float, what: str) -> None:
             f"{what} has half_life_s={theirs}, this model uses {ours}: forward-decayed sums "
             "only add under the same half-life"
         )
+
+
+def _no_rows() -> np.ndarray:
+    """Default of an array field: no rows (``__post_init__`` gives it its shape)."""
+    return np.empty(0)
 
 
 def _unit_rows(matrix: np.ndarray) -> np.ndarray:
@@ -100,11 +105,11 @@ class ClusterDelta:
     ids: np.ndarray
     sums: np.ndarray
     weights: np.ndarray
-    proposal_ids: np.ndarray | None = None
-    proposal_centroids: np.ndarray | None = None
-    proposal_sums: np.ndarray | None = None
-    proposal_weights: np.ndarray | None = None
-    proposal_born_t: np.ndarray | None = None
+    proposal_ids: np.ndarray = field(default_factory=_no_rows)
+    proposal_centroids: np.ndarray = field(default_factory=_no_rows)
+    proposal_sums: np.ndarray = field(default_factory=_no_rows)
+    proposal_weights: np.ndarray = field(default_factory=_no_rows)
+    proposal_born_t: np.ndarray = field(default_factory=_no_rows)
     n_points: int = 0
     t_min: float | None = None
     t_max: float | None = None
@@ -117,9 +122,9 @@ class ClusterDelta:
         m = len(self.ids)
         set_(self, "sums", np.asarray(self.sums, dtype=np.float64).reshape(m, d))
         set_(self, "weights", np.asarray(self.weights, dtype=np.float64).reshape(m))
-        ids = self.proposal_ids if self.proposal_ids is not None else np.empty(0)
+        ids = np.empty(0) if self.proposal_ids is None else self.proposal_ids  # None: no proposal
         set_(self, "proposal_ids", np.asarray(ids, dtype=np.int64).reshape(-1))
-        p = len(self.proposal_ids)  # type: ignore[arg-type]
+        p = len(self.proposal_ids)
         for name, shape in [
             ("proposal_centroids", (p, d)),
             ("proposal_sums", (p, d)),
@@ -138,7 +143,7 @@ class ClusterDelta:
 
     @property
     def n_proposals(self) -> int:
-        return len(self.proposal_ids)  # type: ignore[arg-type]
+        return len(self.proposal_ids)
 
     @property
     def is_empty(self) -> bool:
@@ -155,8 +160,8 @@ class ClusterDelta:
             landmark=landmark,
             sums=self.sums * factor,
             weights=self.weights * factor,
-            proposal_sums=self.proposal_sums * factor,  # type: ignore[operator]
-            proposal_weights=self.proposal_weights * factor,  # type: ignore[operator]
+            proposal_sums=self.proposal_sums * factor,
+            proposal_weights=self.proposal_weights * factor,
         )
 
     def merge(self, other: ClusterDelta) -> ClusterDelta:
@@ -186,9 +191,9 @@ class ClusterDelta:
             return np.concatenate([getattr(a, name), getattr(b, name)])
 
         p_ids, p_born, p_w = cat("proposal_ids"), cat("proposal_born_t"), cat("proposal_weights")
-        p_sums = np.concatenate([a.proposal_sums.reshape(-1, d), b.proposal_sums.reshape(-1, d)])  # type: ignore[union-attr]
+        p_sums = np.concatenate([a.proposal_sums.reshape(-1, d), b.proposal_sums.reshape(-1, d)])
         p_cent = np.concatenate(
-            [a.proposal_centroids.reshape(-1, d), b.proposal_centroids.reshape(-1, d)]  # type: ignore[union-attr]
+            [a.proposal_centroids.reshape(-1, d), b.proposal_centroids.reshape(-1, d)]
         )
         first = p_sums[:, 0] if d else np.zeros(len(p_ids))
         order = np.lexsort((first, p_ids, p_w, p_born))  # canonical: merge order does not matter
@@ -282,8 +287,8 @@ class ClusterSnapshot:
     last_t: float | None
     params: dict[str, Any]
     dim: int | None
-    redirect_from: np.ndarray | None = None
-    redirect_to: np.ndarray | None = None
+    redirect_from: np.ndarray = field(default_factory=_no_rows)
+    redirect_to: np.ndarray = field(default_factory=_no_rows)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
