@@ -75,7 +75,7 @@ class RemoteEncoder:
     It never equals a local :class:`~models.encoder.TextEncoder`'s version: a
     service may run another revision, dtype or truncation than a local copy,
     so workers do not mix the two sets of vectors (a vector from the other
-    kind is re-encoded, see ``WorkerRuntime.apply_item_vector``).
+    kind is re-encoded, see ``WorkerCatalogue.apply_item_vector``).
 
     Parameters
     ----------

@@ -2,20 +2,21 @@
 
 Each agent is an ``async for`` over a Faust stream (or, for the topics every
 worker must read in full, a :class:`~streams.broadcast.BroadcastReader`) that does the I/O and
-hands the work to a plain method of :class:`~streams.runtime.WorkerRuntime`:
+hands the work to a plain method of :class:`~streams.runtime.WorkerRuntime` (or its catalogue):
 
 * :func:`events_agent` — ``events`` → :meth:`WorkerRuntime.process_events`
   (one ``Engine.process`` per batch) → ``recommendations`` (through a
   :class:`~streams.publisher.BatchPublisher`: one Kafka record batch per partition) and
   ``dead-letters``;
-* :func:`items_agent` — ``items`` → :meth:`WorkerRuntime.encode_items` (one
-  encoder call per batch) → ``item-vectors``;
+* :func:`items_agent` — ``items`` →
+  :meth:`~streams.worker_catalogue.WorkerCatalogue.encode_items` (one encoder call per
+  batch) → ``item-vectors``;
 * :func:`model_agent` — ``cluster-deltas`` (one partition, so one owner) →
   :meth:`WorkerRuntime.merge_cluster_deltas` → ``cluster-model``;
 * :func:`ship_deltas` (a timer) — the clusterer's and the collaborative
   counts' deltas → ``cluster-deltas`` and ``collab-deltas``;
 * broadcast readers of ``item-vectors``, ``cluster-model`` and
-  ``collab-deltas`` → :meth:`WorkerRuntime.apply_item_vector`,
+  ``collab-deltas`` → :meth:`~streams.worker_catalogue.WorkerCatalogue.apply_item_vector`,
   :meth:`WorkerRuntime.apply_cluster_snapshot`,
   :meth:`WorkerRuntime.apply_collab_delta`.
 
@@ -176,7 +177,9 @@ async def items_agent(
     settings = runtime.settings
     async for batch in stream.take_events(settings.item_batch_max, within=0.05):
         outcome = await retry_while_encoder_unavailable(
-            lambda records: runtime.run_in_engine_thread(lambda: runtime.encode_items(records)),
+            lambda records: runtime.run_in_engine_thread(
+                lambda: runtime.catalogue.encode_items(records)
+            ),
             batch,
             settings,
             runtime.metrics,

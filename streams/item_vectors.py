@@ -2,7 +2,7 @@
 
 The items agent encodes each catalogue text once and publishes this record to
 the compacted ``item-vectors`` topic; every worker reads the topic in full and
-adopts the vectors (:meth:`streams.runtime.WorkerRuntime.apply_item_vector`),
+adopts the vectors (:meth:`streams.worker_catalogue.WorkerCatalogue.apply_item_vector`),
 so no worker encodes a text another already encoded with the same model.
 """
 

@@ -324,7 +324,7 @@ def build_topology(
         await ship_deltas(runtime, topics["cluster_deltas"], topics["collab_deltas"])
         await publisher.stop()
         await runtime.run_off_loop(
-            lambda: runtime.save_ranking_state(readers["item_vectors"].positions)
+            lambda: runtime.catalogue.save(readers["item_vectors"].positions)
         )
         runtime.close()
         gc.unfreeze()  # let the interpreter's last collection free everything
@@ -346,16 +346,16 @@ def build_topology(
         await dead_letters.send(runtime.broadcast_dead_letters(failures))
 
     items_read = asyncio.Event()
-    saved_positions = runtime.load_catalogue()
+    saved_positions = runtime.catalogue.load()
     readers = {
         "item_vectors": BroadcastReader(
             settings,
             settings.topic("item_vectors"),
-            runtime.apply_item_vector,
+            runtime.catalogue.apply_item_vector,
             on_errors=report,
             caught_up=items_read,
             runner=runtime.run_in_engine_thread,
-            handle_many=runtime.apply_item_vectors,
+            handle_many=runtime.catalogue.apply_item_vectors,
             positions=saved_positions,
         ),
         "collab_deltas": BroadcastReader(
@@ -387,12 +387,12 @@ def build_topology(
     async def prepare_ranking() -> None:
         """The catalogue is loaded once its vectors are read and the index is ready."""
         await items_read.wait()
-        await runtime.run_off_loop(runtime.prepare_ranking)
+        await runtime.run_off_loop(runtime.catalogue.prepare_ranking)
         runtime.catalog_loaded.set()
         if not saved_positions and runtime.engine.index is not None:
             # Read from scratch and indexed: saved now, a restart after a crash skips both.
             await runtime.run_off_loop(
-                lambda: runtime.save_ranking_state(readers["item_vectors"].positions)
+                lambda: runtime.catalogue.save(readers["item_vectors"].positions)
             )
 
     async def before_stop() -> None:

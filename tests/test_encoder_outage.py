@@ -128,14 +128,14 @@ def test_items_follow_the_same_policy(minilm_encoder: Any) -> None:
     ]  # fmt: skip
     rt, encoder = runtime(minilm_encoder, encoder_failure="dead-letter")
     encoder.failures = 10
-    outcome = rt.encode_items(items)
+    outcome = rt.catalogue.encode_items(items)
     assert outcome.vector_records == [] and len(outcome.dead_letters) == 3
 
     rt, encoder = runtime(minilm_encoder, encoder_backoff_s=0.01)
     encoder.failures = 1
     with pytest.raises(EncoderUnavailableError):
-        rt.encode_items(items)
-    assert len(rt.encode_items(items).vector_records) == 3
+        rt.catalogue.encode_items(items)
+    assert len(rt.catalogue.encode_items(items).vector_records) == 3
 
 
 class Stream:

@@ -57,11 +57,11 @@ def runtime(encoder: Any, worker_id: str, **settings: Any) -> WorkerRuntime:
 
 
 def with_catalog(rt: WorkerRuntime) -> WorkerRuntime:
-    outcome = rt.encode_items(
+    outcome = rt.catalogue.encode_items(
         records("driftrec.items", [(i.item_id.encode(), i.to_json_bytes()) for i in SHOP.items])
     )
     for key, value in outcome.vector_records:
-        rt.apply_item_vector(key, value)
+        rt.catalogue.apply_item_vector(key, value)
     return rt
 
 
@@ -112,11 +112,11 @@ def test_item_vectors_adopted_in_batches_as_one_by_one(minilm_encoder: Any) -> N
         for n, (k, v) in enumerate(pairs)
     ]
     batched, single = runtime(minilm_encoder, "w1"), runtime(minilm_encoder, "w2")
-    failures = batched.apply_item_vectors(fetched)
+    failures = batched.catalogue.apply_item_vectors(fetched)
     assert [record.offset for record, _ in failures] == [5]
     for record in fetched:
         with contextlib.suppress(RecordError):
-            single.apply_item_vector(record.key, record.value)
+            single.catalogue.apply_item_vector(record.key, record.value)
     a, b = batched.engine.catalog, single.engine.catalog
     assert a.recommendable.sum() == b.recommendable.sum() == 4  # 0, 1, 3, 4
     for item in items[:5]:
@@ -134,13 +134,13 @@ def test_item_vectors_carry_the_encoding_to_every_worker(minilm_encoder: Any) ->
     items = SHOP.items[:5]
     pairs = [(i.item_id.encode(), i.to_json_bytes()) for i in items]
     pairs += [(items[0].item_id.encode(), None), (b"m9", b'{"item_id": "m9"}')]
-    outcome = encoding.encode_items(records("driftrec.items", pairs))
+    outcome = encoding.catalogue.encode_items(records("driftrec.items", pairs))
     assert [d.field for d in outcome.dead_letters] == ["title"]
     assert [k for k, _ in outcome.vector_records] == [i.item_id.encode() for i in items[1:]] + [
         items[0].item_id.encode()
     ]
     for key, value in outcome.vector_records:
-        adopting.apply_item_vector(key, value)
+        adopting.catalogue.apply_item_vector(key, value)
     catalog = adopting.engine.catalog
     expected = minilm_encoder.encode([i.render_text() for i in items[1:]])
     expected /= np.linalg.norm(expected, axis=1, keepdims=True)
@@ -152,7 +152,7 @@ def test_item_vectors_carry_the_encoding_to_every_worker(minilm_encoder: Any) ->
     # A vector from another model is not trusted: the text is encoded locally.
     item = SHOP.items[7]
     foreign = encode_item_vector(item, np.ones(catalog.dim), encoder="some-other-model")
-    adopting.apply_item_vector(item.item_id.encode(), foreign)
+    adopting.catalogue.apply_item_vector(item.item_id.encode(), foreign)
     own = minilm_encoder.encode([item.render_text()])[0]
     np.testing.assert_allclose(
         catalog.vectors[catalog.index_of(item.item_id)], own / np.linalg.norm(own), atol=1e-5
@@ -300,7 +300,7 @@ def test_an_event_may_name_an_item_before_the_catalogue_does(minilm_encoder: Any
 
     item = CatalogItem(item_id="late-item", title="Espresso machine deluxe", tags=["espresso"])
     vector = minilm_encoder.encode([item.render_text()])[0]
-    rt.apply_item_vector(
+    rt.catalogue.apply_item_vector(
         b"late-item", encode_item_vector(item, vector, encoder=minilm_encoder.model_version)
     )
     index = catalog.index_of("late-item")
