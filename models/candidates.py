@@ -29,6 +29,7 @@ the catalogue: each source costs its share of the budget (the index search
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -104,6 +105,84 @@ class _ClusterLists:
         return {cluster: self._lists[cluster][1] for cluster in wanted}
 
 
+_Entry = tuple[np.ndarray, np.ndarray, int]
+
+
+class _UserLists:
+    """Per user, the index's answers to last batch's queries (interest and facets).
+
+    A shopper's next event moves the facet it falls in; the other facets, and
+    the interest of a long window, barely move. A query within ``tolerance``
+    (cosine) of one the user asked before, with at least the depth wanted and
+    no more than ``max(100, n/100)`` index changes ago, gets that answer again
+    instead of a graph search: the blend re-scores every candidate exactly, so
+    a list that is a little old costs only the few items that would have
+    entered it since. The ``capacity`` most recently ranked users are kept.
+    """
+
+    def __init__(self, capacity: int, *, tolerance: float = 0.99) -> None:
+        self.capacity = capacity
+        self.tolerance = tolerance
+        self._lists: OrderedDict[str, list[_Entry]] = OrderedDict()
+        self.reused = 0  #: queries answered from the lists (a running count)
+        self.searched = 0  #: queries the index answered
+
+    def nearest(
+        self,
+        queries: Sequence[tuple[int, str | None, np.ndarray, int]],
+        index: ItemIndex,
+        changes: int,
+    ) -> list[tuple[int, np.ndarray]]:
+        """``(row, items)`` for each ``(row, user, vector, depth)`` query, in order."""
+        stale_after = max(100, len(index) // 100)
+        # An entry is (the vector asked, its answer, the index's change count then); a
+        # reused entry keeps its own vector and count, so drift never accumulates.
+        entries: list[_Entry | None] = [None] * len(queries)
+        by_user: dict[str, list[int]] = {}
+        for q, query in enumerate(queries):
+            if query[1] is not None:
+                by_user.setdefault(query[1], []).append(q)
+        for user, asked in by_user.items():
+            cached = self._lists.get(user)
+            if not cached:
+                continue
+            # One product per user: its queries against every list it holds.
+            sims = np.stack([queries[q][2] for q in asked]) @ np.stack([e[0] for e in cached]).T
+            for q, row in zip(asked, sims, strict=True):
+                depth = queries[q][3]
+                for j in np.flatnonzero(row >= self.tolerance)[
+                    np.argsort(-row[row >= self.tolerance])
+                ]:
+                    entry = cached[j]
+                    if len(entry[1]) >= depth and changes - entry[2] <= stale_after:
+                        entries[q] = entry
+                        break
+        missing = [q for q, e in enumerate(entries) if e is None]
+        self.reused += len(queries) - len(missing)
+        self.searched += len(missing)
+        for depth in sorted({queries[q][3] for q in missing}):  # one search per depth
+            asked = [q for q in missing if queries[q][3] == depth]
+            keys, _ = index.search(np.stack([queries[q][2] for q in asked]), depth)
+            for q, row in zip(asked, keys, strict=True):
+                # Kept small: float16 query, int32 keys (~1 KB for a query of depth 60).
+                entries[q] = (
+                    queries[q][2].astype(np.float16),
+                    row[row >= 0].astype(np.int32),
+                    changes,
+                )
+        done = [e for e in entries if e is not None]
+        assert len(done) == len(queries)
+        if self.capacity:
+            for user, asked in by_user.items():
+                self._lists[user] = [done[q] for q in asked]
+                self._lists.move_to_end(user)
+            while len(self._lists) > self.capacity:
+                self._lists.popitem(last=False)
+        return [
+            (query[0], entry[1][: query[3]]) for query, entry in zip(queries, done, strict=True)
+        ]
+
+
 class TwoStageRanker:
     """Candidates per user from counts, index and cluster lists, then the hybrid blend.
 
@@ -113,6 +192,8 @@ class TwoStageRanker:
         The blend (weights, recency) shared with exact mode.
     budget
         Candidates per source and user.
+    user_lists
+        How many users' index answers to keep for reuse (0: search every time).
 
     Examples
     --------
@@ -131,10 +212,17 @@ class TwoStageRanker:
     [(3, 'transitions'), (1, 'content')]
     """
 
-    def __init__(self, ranker: HybridRanker, budget: CandidateBudget | None = None) -> None:
+    def __init__(
+        self,
+        ranker: HybridRanker,
+        budget: CandidateBudget | None = None,
+        *,
+        user_lists: int = 20_000,
+    ) -> None:
         self.ranker = ranker
         self.budget = budget or CandidateBudget()
         self._cluster_lists = _ClusterLists(self.budget.cluster_nearest)
+        self._user_lists = _UserLists(user_lists)
         self.last_candidates = 0.0  #: mean candidates per user in the last batch
 
     def rank(
@@ -185,22 +273,17 @@ class TwoStageRanker:
         for source, limit in ((3, budget.transitions), (4, budget.cluster_transitions)):
             if source in sparse:
                 add(*_top_per_row(sparse[source], limit))
-        # The index: each interest vector, and each facet of users with several.
-        queries, owners, sizes = [], [], []
+        # The index: each interest vector, and each facet of users with several; a
+        # user's list from an earlier batch is reused while its query has not moved.
+        queries: list[tuple[int, str | None, np.ndarray, int]] = []
         for row, r in enumerate(requests):
             if r.interest is not None:
-                queries.append(r.interest)
-                owners.append(row)
-                sizes.append(budget.nearest)
+                queries.append((row, r.user_id, r.interest, budget.nearest))
             if r.facets is not None and len(r.facets) > 1:
-                queries.extend(r.facets)
-                owners.extend([row] * len(r.facets))
-                sizes.extend([budget.facet] * len(r.facets))
+                queries.extend((row, r.user_id, f, budget.facet) for f in r.facets)
         if queries and len(index):
-            depth = max(sizes)
-            keys, _ = index.search(np.stack(queries), depth)
-            keep = (keys >= 0) & (np.arange(depth)[None, :] < np.asarray(sizes)[:, None])
-            add(np.repeat(np.asarray(owners), depth).reshape(keys.shape)[keep], keys[keep])
+            for row, found in self._user_lists.nearest(queries, index, index_changes):
+                add(np.full(len(found), row), found)
         # The cluster lists, shared by the users of a cluster.
         centroids = {
             r.cluster: r.centroid

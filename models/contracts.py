@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import numbers
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -22,6 +22,7 @@ __all__ = [
     "Recommendation",
     "RecommendedItem",
     "RecordError",
+    "trusted",
 ]
 
 
@@ -54,6 +55,8 @@ class RecordError(ValueError):
     def __str__(self) -> str:
         return f"{self.field}: {self.problem}"
 
+
+_Model = TypeVar("_Model", bound=BaseModel)
 
 _STRICT = ConfigDict(frozen=True, strict=True, extra="forbid", allow_inf_nan=False)
 
@@ -240,6 +243,35 @@ class Recommendation(BaseModel):
     def to_json_bytes(self) -> bytes:
         """The contract's JSON: UTF-8, compact, fields in the contract's order."""
         return self.__pydantic_serializer__.to_json(self)
+
+
+_FIELD_NAMES: dict[type[BaseModel], tuple[str, ...]] = {}
+
+
+def trusted(cls: type[_Model], **values: Any) -> _Model:
+    """An instance of ``cls`` from values the engine built itself, every field given.
+
+    No validation, as ``model_construct``, but without its default filling and
+    alias handling: 1.1 µs instead of 2.5 µs per object, and a batch of 256
+    shoppers builds ~3,000 of them. pydantic is pinned; a test checks that
+    these equal validated instances and serialise the same.
+
+    >>> trusted(RecommendedItem, item_id="i1", score=0.5, source="content")
+    RecommendedItem(item_id='i1', score=0.5, source='content')
+    """
+    # In the fields' order: pydantic serialises a model's __dict__ in its own order.
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(cls.model_fields)
+    ordered = {name: values[name] for name in names}
+    if len(ordered) != len(values):
+        raise TypeError(f"{cls.__name__} has no field(s) {sorted(set(values) - set(ordered))}")
+    model = cls.__new__(cls)
+    object.__setattr__(model, "__dict__", ordered)
+    object.__setattr__(model, "__pydantic_fields_set__", set(ordered))
+    object.__setattr__(model, "__pydantic_extra__", None)
+    object.__setattr__(model, "__pydantic_private__", None)
+    return model
 
 
 def _plain_int(value: object) -> object:

@@ -44,6 +44,7 @@ from models.contracts import (
     ClusterInfo,
     Recommendation,
     RecommendedItem,
+    trusted,
 )
 from models.facets import user_facets
 from models.interest import interest_weights, pooled_interest, render_sequence
@@ -180,7 +181,11 @@ class Engine(SharedState):
             transition_normalisation=settings.transition_normalisation,
             recent_items=settings.score_recent_items,
         )
-        self.two_stage = TwoStageRanker(self.ranker, CandidateBudget.split(settings.candidates))
+        self.two_stage = TwoStageRanker(
+            self.ranker,
+            CandidateBudget.split(settings.candidates),
+            user_lists=settings.candidate_cache_users,
+        )
         #: The vector index two-stage ranking queries; built when first needed.
         self.index: ItemIndex | None = None
         self._index_changes = 0
@@ -482,6 +487,7 @@ class Engine(SharedState):
                     ),
                     recent=u.recent,
                     exclude=np.array([i for i in seen_idx if i is not None], np.int64),
+                    user_id=u.user_id,
                 )
             )
         mode = self.ranking_mode()
@@ -649,20 +655,22 @@ class Engine(SharedState):
         since = received_at if received_at is not None else started
         latency_ms = max(0.0, (emitted_at - since) * 1000.0)
         version = self.model_version
-        # model_construct: the engine's own values need no re-validation (1/4 of the time).
+        # trusted: the engine's own values need no re-validation (1/4 of the time).
         # A user's list and cluster are built once per batch and shared by the user's events.
         parts: dict[str, tuple[ClusterInfo, list[RecommendedItem]]] = {}
         for user_id, ranked_items in ranked.items():
             u = users[user_id]
             similarity = u.cluster_similarity
             parts[user_id] = (
-                ClusterInfo.model_construct(
+                trusted(
+                    ClusterInfo,
                     id=u.cluster,
                     similarity=round(similarity, 6) if similarity is not None else None,
                     previous=u.previous_cluster,
                 ),
                 [
-                    RecommendedItem.model_construct(
+                    trusted(
+                        RecommendedItem,
                         item_id=self.catalog.id_of(r.index),
                         score=round(r.score, 6),
                         source=r.source,
@@ -675,7 +683,8 @@ class Engine(SharedState):
         for event in targets:
             cluster, items = parts[event.user_id]
             recs.append(
-                Recommendation.model_construct(
+                trusted(
+                    Recommendation,
                     user_id=event.user_id,
                     event_id=event.event_id,
                     ts=event.ts,

@@ -46,6 +46,9 @@ def user_facets(
     n = len(vectors)
     if n == 0 or max_facets == 0 or not np.any(weights > 0):
         return np.zeros((0, vectors.shape[1]), vectors.dtype), np.zeros(0)
+    if n == 1:  # one item, one facet: what the rounds below would compute, without them
+        norm = float(np.linalg.norm(vectors[0]))
+        return (vectors[:1] / (norm or 1.0)).astype(vectors.dtype), np.ones(1)
     seeds = [int(np.argmax(weights))]
     best_sim = vectors @ vectors[seeds[0]]
     while len(seeds) < max_facets:

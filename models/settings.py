@@ -178,6 +178,12 @@ class EngineSettings(BaseSettings):
     candidates: int = Field(
         320, ge=10, le=100_000, description="Candidates per user in two-stage ranking (budget)."
     )
+    candidate_cache_users: int = Field(
+        20_000,
+        ge=0,
+        description="Users whose index answers two-stage ranking keeps for reuse while their "
+        "interest or facet has not moved (cosine ≥ 0.99); 0 searches every time.",
+    )
     cluster_popular_capacity: int = Field(
         500, ge=1, description="Most consumed items kept per interest cluster."
     )

@@ -149,3 +149,55 @@ def test_a_realistic_budget_finds_the_exact_top_ten():
     )
     print(f"recall of the exact top-10: {recall:.3f}")
     assert recall >= 0.95, recall
+
+
+def test_user_lists_reuse_an_answer_only_while_the_query_has_not_moved(world):
+    """The per-user index answers: reused for the same query, searched again when it moved,
+    when the index changed a lot since, and forgotten beyond the capacity."""
+    from models.candidates import _UserLists
+
+    _, vectors, _, _, index = world
+    lists = _UserLists(capacity=2)
+    query = vectors[3]
+    first = lists.nearest([(0, "u", query, 20)], index, changes=0)
+    assert (lists.searched, lists.reused) == (1, 0)
+    again = lists.nearest([(5, "u", query.copy(), 10)], index, changes=1)
+    assert (lists.searched, lists.reused) == (1, 1)
+    assert again[0][0] == 5 and np.array_equal(again[0][1], first[0][1][:10])
+    # Deeper than what was asked before, or moved: the index answers.
+    lists.nearest([(0, "u", query, 40)], index, changes=1)
+    moved = vectors[200] if float(vectors[200] @ query) < 0.9 else -query
+    lists.nearest([(0, "u", moved, 10)], index, changes=1)
+    assert lists.searched == 3
+    # Many index changes since: searched again, though the query is the same.
+    lists.nearest([(0, "u", moved, 10)], index, changes=1 + 101)
+    assert lists.searched == 4
+    # Another user's identical query is not theirs to reuse; capacity 2 forgets the oldest.
+    lists.nearest([(0, "v", moved, 10)], index, changes=102)
+    lists.nearest([(0, "w", moved, 10)], index, changes=102)
+    assert lists.searched == 6
+    lists.nearest([(0, "u", moved, 10)], index, changes=102)
+    assert lists.searched == 7
+    # What a search returns is the index's own answer.
+    keys, _ = index.search(moved[None, :], 10)
+    assert np.array_equal(lists.nearest([(0, "w", moved, 10)], index, changes=102)[0][1], keys[0])
+
+
+def test_reusing_answers_leaves_the_ranking_of_unchanged_users_as_it_was(world):
+    rng, vectors, counts, centroids, index = world
+    requests = _requests(rng, vectors, 30, centroids=centroids)
+    named = [
+        RankingRequest(**{f: getattr(r, f) for f in r.__slots__ if f != "user_id"}, user_id=f"u{b}")
+        for b, r in enumerate(requests)
+    ]
+    recommendable = np.ones(len(vectors), bool)
+    fresh = TwoStageRanker(HybridRanker(), user_lists=0)
+    reusing = TwoStageRanker(HybridRanker())
+    kwargs = dict(k=10, recommendable=recommendable, index_changes=0)
+    expected = fresh.rank(named, vectors, counts, index, **kwargs)
+    for _ in range(2):
+        got = reusing.rank(named, vectors, counts, index, **kwargs)
+        assert [[r.index for r in row] for row in got] == [
+            [r.index for r in row] for row in expected
+        ]
+    assert reusing._user_lists.reused > 0

@@ -459,3 +459,31 @@ def test_render_text_contains_every_non_blank_part(tags: list[str], title: str, 
     rendered = CatalogItem(item_id="m", title=title, tags=tags, text=text).render_text()
     for part in [title, text, *tags]:
         assert part.strip() in rendered
+
+
+def test_trusted_records_equal_validated_ones_and_serialise_the_same() -> None:
+    """The engine builds its output with models.contracts.trusted (no validation): it must be
+    indistinguishable from the validated record, field order of the JSON included."""
+    from models.contracts import ClusterInfo, Recommendation, RecommendedItem, trusted
+
+    items = [
+        dict(item_id="m1", score=0.5, source="content"),
+        dict(item_id="m2", score=0.25, source="trending"),
+    ]
+    cluster = dict(id=3, similarity=0.8, previous=None)
+    fields = dict(
+        user_id="u1", event_id="e1", ts=1.5, emitted_at=2.0, model_version=4, latency_ms=1.25
+    )
+    built = trusted(
+        Recommendation,
+        **fields,
+        cluster=trusted(ClusterInfo, **cluster),
+        items=[trusted(RecommendedItem, **i) for i in items],
+    )
+    validated = Recommendation(
+        **fields, cluster=ClusterInfo(**cluster), items=[RecommendedItem(**i) for i in items]
+    )
+    assert built == validated
+    assert built.to_json_bytes() == validated.to_json_bytes()
+    assert built.model_dump() == validated.model_dump()
+    assert Recommendation.model_validate_json(built.to_json_bytes()) == validated
