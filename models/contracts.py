@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
+    "DISMISS_EVENT",
     "BehaviourEvent",
     "CatalogItem",
     "ClusterInfo",
@@ -57,6 +58,10 @@ class RecordError(ValueError):
 
 
 _Model = TypeVar("_Model", bound=BaseModel)
+
+DISMISS_EVENT = "dismiss"
+"""The event type that hides an item from one user: accepted whatever the event weights
+say, learned from not at all (no window, no counts), only excluded from then on."""
 
 _STRICT = ConfigDict(frozen=True, strict=True, extra="forbid", allow_inf_nan=False)
 
@@ -137,6 +142,11 @@ class CatalogItem(BaseModel):
         Genres, categories, keywords.
     ts
         When the item was published or last changed, epoch seconds, if known.
+    available
+        False: the item stays in the catalogue but is never recommended (out of
+        stock, withdrawn) until a record says true again.
+    expires_at
+        Event time (epoch seconds) from which it is no longer recommended.
     extra
         Unknown fields of the record, kept and ignored.
 
@@ -156,6 +166,8 @@ class CatalogItem(BaseModel):
     text: str | None = None
     tags: list[str] = Field(default_factory=list)
     ts: float | None = None
+    available: bool = True
+    expires_at: float | None = None
     extra: dict[str, Any] = Field(default_factory=dict)
 
     def render_text(self) -> str:
@@ -178,6 +190,10 @@ class CatalogItem(BaseModel):
             record["text"] = self.text
         if self.ts is not None:
             record["ts"] = self.ts
+        if not self.available:
+            record["available"] = False
+        if self.expires_at is not None:
+            record["expires_at"] = self.expires_at
         return json.dumps(record, ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 

@@ -39,6 +39,7 @@ from models.clustering import DecayingCentroids
 from models.clustering.base import Clusterer
 from models.collaborative import CollaborativeCounts
 from models.contracts import (
+    DISMISS_EVENT,
     BehaviourEvent,
     CatalogItem,
     ClusterInfo,
@@ -49,6 +50,7 @@ from models.contracts import (
 from models.facets import user_facets
 from models.interest import interest_weights, pooled_interest, render_sequence
 from models.item_catalog import ItemCatalog, TextEncoderLike
+from models.item_rules import ItemRules
 from models.ranking import BlendWeights, HybridRanker, RankedItem, RankingRequest
 from models.settings import EngineSettings
 from models.shared_state import SharedState
@@ -154,7 +156,10 @@ class Engine(SharedState):
         self.sequence_encoder = sequence_encoder or encoder
         self.store = store
         self.windows = WindowStore(store, seen_capacity=settings.seen_capacity)
-        self.catalog = ItemCatalog(encoder.dim)
+        self.catalog = ItemCatalog(
+            encoder.dim,
+            ItemRules.of(settings.include_tags, settings.exclude_tags, settings.exclude_items),
+        )
         self.clusterer = clusterer
         self.counts = CollaborativeCounts(
             half_life_s=settings.collab_half_life_s,
@@ -294,14 +299,19 @@ class Engine(SharedState):
         s = self.settings
         ordered = sorted(events, key=lambda e: e.ts)
         for event in ordered:
-            self.catalog.reference(event.item_id, text_hint=event.item_text)
+            if event.event != DISMISS_EVENT:
+                self.catalog.reference(event.item_id, text_hint=event.item_text)
         self._encode_pending()
+        self.catalog.expire(ordered[-1].ts)
 
         users = self._load_users(list(dict.fromkeys(e.user_id for e in ordered)))
         started = time.perf_counter()
         observations = []
         for event in ordered:
             user = users[event.user_id]
+            if event.event == DISMISS_EVENT:  # hidden for this user; nothing is learned
+                user.seen.add(event.item_id)
+                continue
             item = self.catalog.index_of(event.item_id)
             assert item is not None
             previous = self._recent_indices(user.window, s.transition_window, before=event.ts)

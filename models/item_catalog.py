@@ -12,15 +12,17 @@ index follows the catalogue in time proportional to the changes.
 
 from __future__ import annotations
 
+import heapq
 import json
 import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from models.contracts import CatalogItem
+from models.item_rules import ItemRules
 
 __all__ = ["ItemCatalog", "TextEncoderLike"]
 
@@ -44,6 +46,9 @@ class ItemCatalog:
     ----------
     dim
         Vector dimension (the encoder's).
+    rules
+        Which items may be recommended (availability, tags, ids); expiry is
+        applied by :meth:`expire` at event time.
 
     Examples
     --------
@@ -57,8 +62,9 @@ class ItemCatalog:
     ([0.6000000238418579, 0.800000011920929], [])
     """
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, rules: ItemRules | None = None) -> None:
         self.dim = dim
+        self.rules = rules or ItemRules()
         self._index: dict[str, int] = {}
         self._ids: list[str] = []
         # Parallel lists and arrays, not an object per item: 10^6 small objects would be
@@ -69,6 +75,11 @@ class ItemCatalog:
         self._has_vector = np.zeros(64, bool)
         self._active = np.zeros(64, bool)
         self._recommendable = np.zeros(64, bool)
+        self._eligible = np.zeros(64, bool)  # the rules allow it (available, tags, id)
+        self._expired = np.zeros(64, bool)
+        self._expires = np.full(64, np.inf)  # event time it stops being recommendable
+        self._expiry_heap: list[tuple[float, int]] = []
+        self._now = -np.inf  # the latest event time expire() was told
         self._pending: dict[int, str] = {}
         self._changed: dict[int, None] = {}
         self.version = 0  #: bumped on every change that alters rankings
@@ -89,6 +100,15 @@ class ItemCatalog:
     def text_of(self, index: int) -> str:
         return self._texts[index]
 
+    def rules_of(self, index: int) -> dict[str, Any]:
+        """What the business rules say of an item: allowed, its expiry, whether it passed."""
+        expires = float(self._expires[index])
+        return {
+            "allowed_by_rules": bool(self._eligible[index]),
+            "expires_at": None if np.isinf(expires) else expires,
+            "expired": bool(self._expired[index]),
+        }
+
     def is_provisional(self, item_id: str) -> bool:
         idx = self._index.get(item_id)
         return idx is not None and bool(self._provisional[idx])
@@ -100,7 +120,8 @@ class ItemCatalog:
 
     @property
     def recommendable(self) -> np.ndarray:
-        """``[n_items]`` mask of items that may be recommended (active and encoded); a view."""
+        """``[n_items]`` mask of items that may be recommended (active, encoded, allowed by
+        the rules, not expired); a view."""
         return self._recommendable[: len(self._ids)]
 
     def pop_changes(self) -> np.ndarray:
@@ -122,11 +143,28 @@ class ItemCatalog:
         tmp = directory.with_name(directory.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        flags = np.stack([self._provisional[:n], self._has_vector[:n], self._active[:n]], axis=1)
+        flags = np.stack(
+            [
+                self._provisional[:n],
+                self._has_vector[:n],
+                self._active[:n],
+                self._eligible[:n],
+                self._expired[:n],
+            ],
+            axis=1,
+        )
         np.save(tmp / "flags.npy", flags)
+        np.save(tmp / "expires.npy", self._expires[:n])
         np.save(tmp / "vectors.npy", self._vectors[:n])
         (tmp / "items.json").write_text(json.dumps({"ids": self._ids, "texts": self._texts}))
-        meta = {"encoder_version": encoder_version, "dim": self.dim, "items": n, "extra": extra}
+        meta = {
+            "encoder_version": encoder_version,
+            "dim": self.dim,
+            "items": n,
+            "rules": self.rules.digest,
+            "now": None if np.isinf(self._now) else float(self._now),
+            "extra": extra,
+        }
         (tmp / "catalogue.json").write_text(json.dumps(meta))
         old = directory.with_name(directory.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
@@ -137,7 +175,7 @@ class ItemCatalog:
 
     def load(self, directory: Path, *, encoder_version: str) -> dict | None:
         """Adopt a saved catalogue; returns its ``extra`` (None: nothing adopted — none
-        saved, unreadable, or made by another encoder or dimension). This catalogue
+        saved, unreadable, or made by another encoder, dimension or rules). This catalogue
         must hold nothing encoded yet (reserved items at most: they are replaced).
 
         >>> import tempfile
@@ -157,25 +195,37 @@ class ItemCatalog:
             raise RuntimeError("a saved catalogue is loaded only into one with nothing encoded")
         try:
             meta = json.loads((directory / "catalogue.json").read_text())
-            if meta["encoder_version"] != encoder_version or meta["dim"] != self.dim:
+            if (
+                meta["encoder_version"] != encoder_version
+                or meta["dim"] != self.dim
+                or meta.get("rules") != self.rules.digest
+            ):
                 return None
             names = json.loads((directory / "items.json").read_text())
             flags = np.load(directory / "flags.npy")
+            expires = np.load(directory / "expires.npy")
             vectors = np.load(directory / "vectors.npy")
         except (OSError, ValueError, KeyError, TypeError):
             return None
         n = int(meta["items"])
         ids, texts = list(names["ids"]), list(names["texts"])
-        if not (len(ids) == len(texts) == len(flags) == len(vectors) == n):
+        if not (len(ids) == len(texts) == len(flags) == len(vectors) == len(expires) == n):
+            return None
+        if flags.ndim != 2 or flags.shape[1] != 5:
             return None
         # The loaded arrays become the catalogue's (capacity n; the next item grows them):
         # no second copy of 10^6 vectors, even for a moment.
         self._ids, self._texts = ids, texts
         self._index = {item_id: idx for idx, item_id in enumerate(ids)}
-        self._provisional, self._has_vector, self._active = (
+        (self._provisional, self._has_vector, self._active, self._eligible, self._expired) = (
             np.array(column, bool) for column in flags.T
         )
-        self._recommendable = self._active & self._has_vector
+        self._expires = np.array(expires, np.float64)
+        self._now = -np.inf if meta.get("now") is None else float(meta["now"])
+        live = np.flatnonzero(np.isfinite(self._expires) & ~self._expired)
+        self._expiry_heap = [(float(self._expires[i]), int(i)) for i in live]
+        heapq.heapify(self._expiry_heap)
+        self._recommendable = self._active & self._has_vector & self._eligible & ~self._expired
         self._vectors = np.ascontiguousarray(vectors, np.float32)
         # Texts never encoded are encoded again (not reserved ids: their records will come).
         unencoded = np.flatnonzero(~self._has_vector).tolist()
@@ -190,9 +240,11 @@ class ItemCatalog:
         vectors = np.zeros((cap, self.dim), np.float32)
         vectors[: len(self._vectors)] = self._vectors
         self._vectors = vectors
-        for name in ("_has_vector", "_active", "_recommendable", "_provisional"):
+        for name in ("_has_vector", "_active", "_recommendable", "_provisional", "_eligible"):
             old = getattr(self, name)
             setattr(self, name, np.concatenate([old, np.zeros(cap - len(old), bool)]))
+        self._expired = np.concatenate([self._expired, np.zeros(cap - len(self._expired), bool)])
+        self._expires = np.concatenate([self._expires, np.full(cap - len(self._expires), np.inf)])
 
     def _add(self, item_id: str, text: str, *, provisional: bool) -> int:
         idx = len(self._ids)
@@ -203,6 +255,8 @@ class ItemCatalog:
         self._texts.append(text)
         self._provisional[idx] = provisional
         self._active[idx] = True
+        # An item known only from events has no tags yet: the rules judge it on its id.
+        self._eligible[idx] = self.rules.allows(item_id, ())
         self._pending[idx] = text
         return idx
 
@@ -211,13 +265,45 @@ class ItemCatalog:
         text = item.render_text()
         idx = self._index.get(item.item_id)
         if idx is None:
-            return self._add(item.item_id, text, provisional=False)
-        if self._texts[idx] != text or self._provisional[idx] or not self._active[idx]:
+            idx = self._add(item.item_id, text, provisional=False)
+        elif self._texts[idx] != text or self._provisional[idx] or not self._active[idx]:
             self._texts[idx] = text
             self._provisional[idx] = False
             self._set_active(idx, True)
             self._pending[idx] = text
+        eligible = self.rules.allows(item.item_id, item.tags, available=item.available)
+        expires = np.inf if item.expires_at is None else float(item.expires_at)
+        if eligible != bool(self._eligible[idx]) or expires != self._expires[idx]:
+            self._eligible[idx] = eligible
+            self._expires[idx] = expires
+            self._expired[idx] = expires <= self._now
+            if np.isfinite(expires) and not self._expired[idx]:
+                heapq.heappush(self._expiry_heap, (expires, idx))
+            self._refresh(idx)
         return idx
+
+    def expire(self, now: float) -> int:
+        """Stop recommending items whose ``expires_at`` is at or before event time ``now``;
+        returns how many expired. Time only moves forward (a late event changes nothing).
+
+        >>> catalog = ItemCatalog(dim=2)
+        >>> idx = catalog.upsert(CatalogItem(item_id="sale", title="Sale", expires_at=100.0))
+        >>> catalog.set_vectors([idx], np.array([[1.0, 0.0]]))
+        >>> catalog.expire(99.0), catalog.recommendable.tolist()
+        (0, [True])
+        >>> catalog.expire(100.0), catalog.recommendable.tolist()
+        (1, [False])
+        """
+        self._now = max(self._now, now)
+        expired = 0
+        heap = self._expiry_heap
+        while heap and heap[0][0] <= self._now:
+            at, idx = heapq.heappop(heap)
+            if self._expires[idx] == at and not self._expired[idx]:
+                self._expired[idx] = True
+                self._refresh(idx)
+                expired += 1
+        return expired
 
     def reference(self, item_id: str, *, text_hint: str | None = None) -> int:
         """Index of an item an event refers to, adding a provisional entry if unknown."""
@@ -263,7 +349,7 @@ class ItemCatalog:
         norms = np.linalg.norm(vecs, axis=1, keepdims=True)
         self._vectors[idx] = vecs / np.maximum(norms, 1e-12)
         self._has_vector[idx] = True
-        self._recommendable[idx] = self._active[idx]
+        self._recommendable[idx] = self._active[idx] & self._eligible[idx] & ~self._expired[idx]
         for i in idx.tolist():
             self._pending.pop(i, None)
             self._changed[i] = None
@@ -272,8 +358,20 @@ class ItemCatalog:
     def _set_active(self, idx: int, active: bool) -> None:
         if bool(self._active[idx]) != active:
             self._active[idx] = active
-            self._recommendable[idx] = active and bool(self._has_vector[idx])
+            self._refresh(idx)
+
+    def _refresh(self, idx: int) -> None:
+        """Recompute one item's recommendable flag; a change is logged for the index."""
+        value = bool(
+            self._active[idx]
+            and self._has_vector[idx]
+            and self._eligible[idx]
+            and not self._expired[idx]
+        )
+        if value != bool(self._recommendable[idx]):
+            self._recommendable[idx] = value
             self._changed[idx] = None
+            self.version += 1
 
     def encode_pending(self, encoder: TextEncoderLike) -> int:
         """Encode every pending item text in one encoder call; returns how many."""

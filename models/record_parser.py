@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from models.contracts import BehaviourEvent, CatalogItem, RecordError
+from models.contracts import DISMISS_EVENT, BehaviourEvent, CatalogItem, RecordError
 
 if TYPE_CHECKING:
     from models.settings import EngineSettings
@@ -38,7 +38,7 @@ MAX_ISO_CHARS = 64
 _EVENT_FIELDS = frozenset(
     {"user_id", "item_id", "event", "ts", "event_id", "weight", "rating", "item_text"}
 )
-_ITEM_FIELDS = frozenset({"item_id", "title", "text", "tags", "ts"})
+_ITEM_FIELDS = frozenset({"item_id", "title", "text", "tags", "ts", "available", "expires_at"})
 
 _RECORD = "record"
 
@@ -184,7 +184,10 @@ class EventParser:
         rating = self._rating(record.get("rating"), required=event == "rate")
         item_text = self._text(record, "item_text", required=False)
 
-        weight = self.event_weights[event] * (1.0 if raw_weight is None else raw_weight)
+        if event == DISMISS_EVENT:  # a hide: no weight, nothing learned from it
+            weight = 0.0
+        else:
+            weight = self.event_weights[event] * (1.0 if raw_weight is None else raw_weight)
         if event == "rate":
             assert rating is not None
             weight *= rating / self.rating_midpoint
@@ -240,8 +243,21 @@ class EventParser:
         text = self._text(record, "text", required=False)
         tags = self._tags(record.get("tags"))
         ts = self._ts(record.get("ts"), "ts", required=False)
+        available = record.get("available", True)
+        if not isinstance(available, bool):
+            raise RecordError("available", f"expected true or false, got {_type_name(available)}")
+        expires_at = self._ts(record.get("expires_at"), "expires_at", required=False)
         extra = {name: value for name, value in record.items() if name not in _ITEM_FIELDS}
-        return CatalogItem(item_id=item_id, title=title, text=text, tags=tags, ts=ts, extra=extra)
+        return CatalogItem(
+            item_id=item_id,
+            title=title,
+            text=text,
+            tags=tags,
+            ts=ts,
+            available=available,
+            expires_at=expires_at,
+            extra=extra,
+        )
 
     # --- fields ---------------------------------------------------------------
 
@@ -328,12 +344,12 @@ class EventParser:
 
     def _event_type(self, record: Mapping[str, Any]) -> str:
         value = record.get("event")
-        expected = ", ".join(sorted(self.event_weights))
+        expected = ", ".join(sorted({*self.event_weights, DISMISS_EVENT}))
         if value is None:
             raise RecordError("event", f"missing (expected one of {expected})")
         if not isinstance(value, str):
             raise RecordError("event", f"expected a string, got {_type_name(value)}")
-        if value not in self.event_weights:
+        if value not in self.event_weights and value != DISMISS_EVENT:
             raise RecordError(
                 "event", f"unknown event type {_preview(value)}, expected one of {expected}"
             )

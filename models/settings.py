@@ -58,7 +58,22 @@ class EngineSettings(BaseSettings):
     window_size: int = Field(50, ge=1, le=10_000, description="N: events kept per user.")
     window_max_age_s: float = Field(30 * DAY_S, gt=0, description="T: oldest event kept, s.")
     seen_capacity: int = Field(
-        5_000, ge=0, description="Most recent distinct items remembered per user for exclusion."
+        5_000,
+        ge=0,
+        description="Most recent distinct items remembered per user for exclusion (consumed "
+        "and dismissed).",
+    )
+
+    # --- business rules (models/item_rules.py) ------------------------------
+    include_tags: list[str] = Field(
+        default_factory=list,
+        description="Only items with one of these tags are recommended (empty: no limit).",
+    )
+    exclude_tags: list[str] = Field(
+        default_factory=list, description="Items with any of these tags are never recommended."
+    )
+    exclude_items: list[str] = Field(
+        default_factory=list, description="Item ids never recommended."
     )
 
     # --- encoder ------------------------------------------------------------

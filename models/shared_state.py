@@ -146,4 +146,5 @@ class SharedState:
             "text": self.catalog.text_of(index),
             "provisional": self.catalog.is_provisional(item_id),
             "recommendable": bool(self.catalog.recommendable[index]),
+            **self.catalog.rules_of(index),
         }

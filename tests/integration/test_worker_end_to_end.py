@@ -310,3 +310,80 @@ def test_metrics_and_health_views(shop_run: dict, tmp_path: Path) -> None:
     assert values["driftrec_clusters"] >= 1
     assert values["driftrec_ready"] == 1.0
     assert "driftrec_consumer_lag{" in text
+
+
+def test_business_rules_over_kafka(shop_run: dict) -> None:
+    """The rules hold in Kafka mode as in the engine: an item published unavailable or
+    expired (in event time) is not recommended afterwards, and a user's dismiss hides an
+    item from that user's next lists."""
+    worker: WorkerProcess = shop_run["worker"]
+    bootstrap, prefix = shop_run["bootstrap"], shop_run["prefix"]
+    desk = "Solid oak writing desk with two drawers and a leather inlay"
+    desks = [
+        CatalogItem(item_id=f"desk{i}", title=f"Writing desk {i}", text=desk, tags=["desks"])
+        for i in range(6)
+    ]
+    produce(bootstrap, prefix + "items", json_records(desks, lambda i: i.item_id))
+
+    def recommendable(item_id: str) -> bool | None:
+        return worker.get(f"/state/item?id={item_id}")[1].get("recommendable")
+
+    worker.wait_until(
+        lambda: all(recommendable(d.item_id) is True for d in desks),
+        timeout_s=60,
+        what="the desks in the catalogue",
+    )
+    clock = BASE_TS + 60 * 86_400
+
+    def answer(index: int, item_id: str, event: str = "view") -> list[str]:
+        event_id = f"desk-event-{index}"
+        record = {
+            "user_id": "desk-user",
+            "item_id": item_id,
+            "event": event,
+            "ts": clock + index,
+            "event_id": event_id,
+        }
+        produce(bootstrap, prefix + "events", [(b"desk-user", json.dumps(record).encode())])
+        answered = consume(
+            bootstrap,
+            prefix + "recommendations",
+            until=lambda rs: any(json.loads(r.value)["event_id"] == event_id for r in rs),
+            timeout_s=60,
+        )
+        [rec] = [
+            Recommendation.model_validate_json(r.value)
+            for r in answered
+            if json.loads(r.value)["event_id"] == event_id
+        ]
+        return [item.item_id for item in rec.items]
+
+    first = answer(0, "desk0")
+    offered = [d for d in first if d.startswith("desk")]
+    assert len(offered) >= 3, first
+    # Unavailable: gone from the next list, and stays gone.
+    gone = offered[0]
+    produce(
+        bootstrap,
+        prefix + "items",
+        [(gone.encode(), json.dumps({"item_id": gone, "title": "x", "available": False}).encode())],
+    )
+    worker.wait_until(lambda: recommendable(gone) is False, timeout_s=60, what="unavailable")
+    assert gone not in answer(1, "desk0")
+    # Expires at an event time the next event passes.
+    expiring = offered[1]
+    record = {"item_id": expiring, "title": f"Writing desk {expiring[-1]}", "text": desk}
+    record.update(tags=["desks"], expires_at=clock + 2.5)
+    produce(bootstrap, prefix + "items", [(expiring.encode(), json.dumps(record).encode())])
+    worker.wait_until(
+        lambda: worker.get(f"/state/item?id={expiring}")[1].get("expires_at") == clock + 2.5,
+        timeout_s=60,
+        what="the expiring item read",
+    )
+    assert expiring in answer(2, "desk0")  # event time clock + 2: not yet
+    later = answer(3, "desk0")  # clock + 3: past it
+    assert expiring not in later and gone not in later
+    # Dismissed by the user: hidden from the user's next lists.
+    dismissed = offered[2]
+    assert dismissed not in answer(4, dismissed, event="dismiss")
+    assert dismissed not in answer(5, "desk0")
