@@ -15,12 +15,12 @@ usearch's own conversion truncates ``x·127`` toward zero, which leaves the
 components of a 384-d unit vector (σ ≈ 0.05) with a handful of levels, so
 vectors and queries are rounded at ``x·127·s`` with ``s = √d / 6.5`` (a
 component must lie 6.5 σ out to be clipped). On the libraries benchmark that
-lifts recall@10 from 0.915 to 0.974 and is faster, since the graph is better. Items are added, replaced and removed
-online: a replaced vector is removed and added again, so a key never appears
-twice. The index is
-saved beside a digest of the item ids its keys stand for and a fingerprint of
-each vector, so that after a restart it is adopted only by a catalogue whose
-indices mean the same items, and only the items that changed are redone.
+lifts recall@10 from 0.915 to 0.974 and is faster, since the graph is better.
+Items are added, replaced and removed online: a replaced vector is removed
+and added again, so a key never appears twice. The index is saved beside a
+digest of the item ids its keys stand for and a fingerprint of each vector,
+so that after a restart it is adopted only by a catalogue whose indices mean
+the same items, and only the items that changed are redone.
 """
 
 from __future__ import annotations
