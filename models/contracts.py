@@ -198,13 +198,16 @@ class CatalogItem(BaseModel):
 
 
 class RecommendedItem(BaseModel):
-    """One recommended item: its id, its score and the signal that put it there."""
+    """One recommended item: its id, its score, the signal that put it there, and the
+    user's own item(s) that brought it (``because``; empty where the signal is the
+    reason: trending, cluster popularity)."""
 
     model_config = _STRICT
 
     item_id: str
     score: float
     source: str
+    because: list[str] = Field(default_factory=list)
 
 
 class ClusterInfo(BaseModel):

@@ -27,7 +27,7 @@ import struct
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ from models.interest import interest_weights, pooled_interest, render_sequence
 from models.item_catalog import ItemCatalog, TextEncoderLike
 from models.item_rules import ItemRules
 from models.ranking import BlendWeights, HybridRanker, RankedItem, RankingRequest
+from models.reasons import explain
 from models.settings import EngineSettings
 from models.shared_state import SharedState
 from models.state_store import MemoryStore, RocksDictStore, StateStore, WindowStore
@@ -477,7 +478,10 @@ class Engine(SharedState):
         self._derive_facets(states)
         return self._rank([users[u] for u in user_ids], k or self.settings.top_k)
 
-    def _rank(self, states: Sequence[UserState], k: int) -> list[list[RankedItem]]:
+    def _rank(
+        self, states: Sequence[UserState], k: int, *, reasons: bool = False
+    ) -> list[list[RankedItem]]:
+        """Each user's top k; with ``reasons``, each item's ``because`` (models/reasons.py)."""
         started = time.perf_counter()
         centroid_of = getattr(self.clusterer, "centroid", None)  # clusterers with centroids
         requests = []
@@ -524,6 +528,20 @@ class Engine(SharedState):
                 k=k,
                 recommendable=self.catalog.recommendable,
             )
+        if reasons:
+            because = explain(
+                requests,
+                ranked,
+                self.catalog.vectors,
+                self.counts,
+                recency_decay=self.ranker.recency_decay,
+                recent_items=self.ranker.recent_items,
+                normalisation=self.ranker.transition_normalisation,
+            )
+            ranked = [
+                [replace(r, because=b) for r, b in zip(row, why, strict=True)]
+                for row, why in zip(ranked, because, strict=True)
+            ]
         self.stats.ranking_s += time.perf_counter() - started
         return ranked
 
@@ -659,7 +677,11 @@ class Engine(SharedState):
         order = list(users)
         self._derive_facets(list(users.values()))
         ranked = dict(
-            zip(order, self._rank([users[u] for u in order], self.settings.top_k), strict=True)
+            zip(
+                order,
+                self._rank([users[u] for u in order], self.settings.top_k, reasons=True),
+                strict=True,
+            )
         )
         emitted_at = self.clock()
         since = received_at if received_at is not None else started
@@ -684,6 +706,7 @@ class Engine(SharedState):
                         item_id=self.catalog.id_of(r.index),
                         score=round(r.score, 6),
                         source=r.source,
+                        because=[] if r.because is None else [self.catalog.id_of(r.because)],
                     )
                     for r in ranked_items
                 ],

@@ -99,6 +99,8 @@ class RankedItem:
     index: int
     score: float
     source: str
+    #: The user's recent item that brought it (catalogue index), where one did.
+    because: int | None = None
 
 
 def _row_max_scale(matrix: np.ndarray, allowed: np.ndarray) -> np.ndarray:

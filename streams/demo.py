@@ -242,10 +242,15 @@ def _print(console: Console, report: DemoReport, shop: SyntheticShop) -> None:
         for label, rec in picked.items():
             console.print(f"  {label} (cluster {rec.cluster.id}, previous {rec.cluster.previous}):")
             for item in rec.items[:5]:
+                because = (
+                    f"  [dim]because of {titles.get(item.because[0], item.because[0])}[/dim]"
+                    if item.because
+                    else ""
+                )
                 console.print(
                     f"    {item.score:6.3f}  {item.source:<20} "
                     f"{titles.get(item.item_id, item.item_id)}"
-                    f"  [dim]({shop.item_topic.get(item.item_id, '?')})[/dim]"
+                    f"  [dim]({shop.item_topic.get(item.item_id, '?')})[/dim]{because}"
                 )
 
 

@@ -418,7 +418,12 @@ def test_recommendation_json_has_the_contract_shape() -> None:
         "latency_ms",
     ]
     assert wire["cluster"] == {"id": 7, "similarity": 0.83, "previous": None}
-    assert wire["items"][1] == {"item_id": "m260", "score": 0.5, "source": "transitions"}
+    assert wire["items"][1] == {
+        "item_id": "m260",
+        "score": 0.5,
+        "source": "transitions",
+        "because": [],
+    }
     assert wire["event_id"] is None
     assert Recommendation.model_validate_json(recommendation.to_json_bytes()) == recommendation
 
@@ -467,8 +472,8 @@ def test_trusted_records_equal_validated_ones_and_serialise_the_same() -> None:
     from models.contracts import ClusterInfo, Recommendation, RecommendedItem, trusted
 
     items = [
-        dict(item_id="m1", score=0.5, source="content"),
-        dict(item_id="m2", score=0.25, source="trending"),
+        dict(item_id="m1", score=0.5, source="content", because=["m0"]),
+        dict(item_id="m2", score=0.25, source="trending", because=[]),
     ]
     cluster = dict(id=3, similarity=0.8, previous=None)
     fields = dict(

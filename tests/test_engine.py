@@ -55,7 +55,23 @@ def test_one_schema_valid_recommendation_per_event(tmp_path, minilm_encoder, sho
         }
         assert set(body["cluster"]) == {"id", "similarity", "previous"}
         assert len(body["items"]) == 10
-        assert all(set(i) == {"item_id", "score", "source"} for i in body["items"])
+        assert all(set(i) == {"item_id", "score", "source", "because"} for i in body["items"])
+    # Reasons: every item brought by transitions or similarity names an item the user had
+    # consumed by then; trending and cluster popularity are their own reason.
+    # (A batch is learned, then ranked: a list may name any item of its batch.)
+    so_far: dict[str, set[str]] = {}
+    explained = 0
+    for position, (event, rec) in enumerate(zip(events, recs, strict=True)):
+        if position % 32 == 0:
+            for later in events[position : position + 32]:
+                so_far.setdefault(later.user_id, set()).add(later.item_id)
+        for item in rec.items:
+            if item.source in ("transitions", "cluster-transitions", "content", "facet"):
+                assert len(item.because) == 1 and item.because[0] in so_far[event.user_id]
+                explained += 1
+            elif item.source in ("trending", "cluster-popular"):
+                assert item.because == []
+    assert explained > len(recs), "hardly any item was explained"
     last = {r.user_id: r for r in recs}
     for user, rec in last.items():
         assert not {i.item_id for i in rec.items} & consumed[user], "consumed item recommended"
