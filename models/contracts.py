@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import numbers
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -20,6 +20,7 @@ __all__ = [
     "BehaviourEvent",
     "CatalogItem",
     "ClusterInfo",
+    "InterestEvent",
     "Recommendation",
     "RecommendedItem",
     "RecordError",
@@ -239,7 +240,7 @@ class Recommendation(BaseModel):
     ...     items=[RecommendedItem(item_id="m2858", score=0.91, source="content")],
     ...     model_version=12, latency_ms=4.2)
     >>> recommendation.to_json_bytes()
-    b'{"user_id":"u42","event_id":"e1","ts":978300760.0,"emitted_at":1732900000.1,"cluster":{"id":7,"similarity":0.83,"previous":3},"items":[{"item_id":"m2858","score":0.91,"source":"content"}],"model_version":12,"latency_ms":4.2}'
+    b'{"user_id":"u42","event_id":"e1","ts":978300760.0,"emitted_at":1732900000.1,"cluster":{"id":7,"similarity":0.83,"previous":3},"items":[{"item_id":"m2858","score":0.91,"source":"content","because":[]}],"model_version":12,"latency_ms":4.2}'
 
     """
 
@@ -264,6 +265,50 @@ class Recommendation(BaseModel):
         return self.__pydantic_serializer__.to_json(self)
 
 
+class InterestEvent(BaseModel):
+    """One record of ``driftrec.interest-events``: a user's interest moved, or a cluster
+    was born, merged or retired.
+
+    ``moved``: ``user_id`` went from cluster ``previous`` to ``cluster`` (with the
+    cosine ``similarity`` to its centroid), confirmed by the user's last
+    ``DRIFTREC_INTEREST_EVENT_CONFIRM`` assignments; ``items`` are the user's most
+    recent items, the ones that moved them. ``born`` / ``retired``: ``cluster``
+    appeared / decayed away; ``merged``: ``cluster`` was folded ``into`` another.
+    ``ts`` is event time.
+
+    >>> InterestEvent(kind="moved", ts=5.0, user_id="u1", cluster=7, previous=3,
+    ...               similarity=0.8, items=["m1"], model_version=2).key()
+    b'u1'
+    >>> InterestEvent(kind="born", ts=5.0, cluster=7, model_version=2).key()
+    b'cluster/7'
+    """
+
+    model_config = _STRICT
+
+    kind: Literal["moved", "born", "merged", "retired"]
+    ts: float
+    user_id: str | None = None
+    cluster: int
+    previous: int | None = None
+    into: int | None = None
+    similarity: float | None = None
+    items: list[str] = Field(default_factory=list)
+    model_version: int
+
+    @field_validator("cluster", "previous", "into", "model_version", mode="before")
+    @classmethod
+    def _numpy_ints(cls, value: object) -> object:
+        return _plain_int(value)
+
+    def key(self) -> bytes:
+        """The record key: the user for a move, ``cluster/<id>`` for a cluster's change."""
+        return (self.user_id if self.user_id is not None else f"cluster/{self.cluster}").encode()
+
+    def to_json_bytes(self) -> bytes:
+        """The contract's JSON: UTF-8, compact, fields in the contract's order."""
+        return self.__pydantic_serializer__.to_json(self)
+
+
 _FIELD_NAMES: dict[type[BaseModel], tuple[str, ...]] = {}
 
 
@@ -275,8 +320,8 @@ def trusted(cls: type[_Model], **values: Any) -> _Model:
     shoppers builds ~3,000 of them. pydantic is pinned; a test checks that
     these equal validated instances and serialise the same.
 
-    >>> trusted(RecommendedItem, item_id="i1", score=0.5, source="content")
-    RecommendedItem(item_id='i1', score=0.5, source='content')
+    >>> trusted(RecommendedItem, item_id="i1", score=0.5, source="content", because=["i0"])
+    RecommendedItem(item_id='i1', score=0.5, source='content', because=['i0'])
     """
     # In the fields' order: pydantic serialises a model's __dict__ in its own order.
     names = _FIELD_NAMES.get(cls)

@@ -37,18 +37,21 @@ from threadpoolctl import threadpool_limits
 from models.candidates import CandidateBudget, TwoStageRanker
 from models.clustering import DecayingCentroids
 from models.clustering.base import Clusterer
+from models.clustering.cluster_messages import PROVISIONAL_ID_START, ClusterEvent
 from models.collaborative import CollaborativeCounts
 from models.contracts import (
     DISMISS_EVENT,
     BehaviourEvent,
     CatalogItem,
     ClusterInfo,
+    InterestEvent,
     Recommendation,
     RecommendedItem,
     trusted,
 )
 from models.facets import user_facets
 from models.interest import interest_weights, pooled_interest, render_sequence
+from models.interest_drift import DriftState
 from models.item_catalog import ItemCatalog, TextEncoderLike
 from models.item_rules import ItemRules
 from models.ranking import BlendWeights, HybridRanker, RankedItem, RankingRequest
@@ -59,10 +62,46 @@ from models.state_store import MemoryStore, RocksDictStore, StateStore, WindowSt
 from models.user_window import SeenItems, UserWindow, WindowEntry
 from models.vector_index import ItemIndex
 
-__all__ = ["Engine", "UserState"]
+__all__ = ["Engine", "UserState", "lifecycle_event"]
+
+
+def lifecycle_event(event: ClusterEvent, model_version: int) -> InterestEvent:
+    """A cluster's birth, merge or retirement as an interest event."""
+    return InterestEvent(
+        kind=event.kind,
+        ts=event.t,
+        cluster=event.cluster_id,
+        into=event.other_id if event.kind == "merged" else None,
+        model_version=model_version,
+    )
+
+
+def _pack_cluster(u: UserState) -> bytes:
+    def code(cluster: int | None) -> int:
+        return _NO_CLUSTER if cluster is None else cluster
+
+    d = u.drift
+    return _CLUSTER_AND_DRIFT.pack(code(u.cluster), code(d.reported), code(d.pending), d.count)
+
+
+def _unpack_cluster(raw: bytes | None) -> tuple[int | None, DriftState]:
+    def cluster(code: int) -> int | None:
+        return None if code == _NO_CLUSTER else code
+
+    if not raw:
+        return None, DriftState()
+    if len(raw) == _CLUSTER_VALUE.size:  # written before drift states: the cluster counts
+        return cluster(_CLUSTER_VALUE.unpack(raw)[0]), DriftState(
+            cluster(_CLUSTER_VALUE.unpack(raw)[0])
+        )
+    now, reported, pending, count = _CLUSTER_AND_DRIFT.unpack(raw)
+    return cluster(now), DriftState(cluster(reported), cluster(pending), count)
+
 
 _CLUSTER_KEY = "c:"
-_CLUSTER_VALUE = struct.Struct("<q")
+_CLUSTER_VALUE = struct.Struct("<q")  # the cluster alone (stores written before drift states)
+# The cluster, then the drift state: reported cluster, pending cluster, times in a row.
+_CLUSTER_AND_DRIFT = struct.Struct("<qqqi")
 _NO_CLUSTER = -1
 _INDEX_CHUNK = 65_536
 
@@ -80,6 +119,7 @@ class UserState:
     cluster: int | None = None
     previous_cluster: int | None = None
     cluster_similarity: float | None = None
+    drift: DriftState = field(default_factory=DriftState)
     recent: list[int] = field(default_factory=list)
     # The window's item vectors and pooling weights, shared by interest and facets.
     window_vectors: tuple[np.ndarray, np.ndarray] | None = None
@@ -202,6 +242,7 @@ class Engine(SharedState):
         self.stats = EngineStats()
         #: Recent cluster lifecycle events (born / retired / merged), newest last.
         self.cluster_events: deque = deque(maxlen=10_000)
+        self._interest_events: list[InterestEvent] = []
         #: Version of the cluster model recommendations are stamped with: bumped here
         #: whenever the set of clusters changes; a worker adopting the model agent's
         #: snapshot takes the snapshot's version instead.
@@ -337,16 +378,12 @@ class Engine(SharedState):
         self.stats.collaborative_s += time.perf_counter() - started
         if self.clusterer is not None:
             self._assign_clusters(states)
+            self._track_drift(states)
         started = time.perf_counter()
         self.windows.write(
             windows={u.user_id: u.window for u in states},
             seen={u.user_id: u.seen for u in states},
-            extra={
-                _CLUSTER_KEY + u.user_id: _CLUSTER_VALUE.pack(
-                    _NO_CLUSTER if u.cluster is None else u.cluster
-                )
-                for u in states
-            },
+            extra={_CLUSTER_KEY + u.user_id: _pack_cluster(u) for u in states},
         )
         self.stats.store_s += time.perf_counter() - started
         self.stats.events += len(events)
@@ -361,12 +398,44 @@ class Engine(SharedState):
         self.stats.store_s += time.perf_counter() - started
         users: dict[str, UserState] = {}
         for user_id, window, seen_items, raw in zip(user_ids, windows, seen, clusters, strict=True):
-            cluster = _CLUSTER_VALUE.unpack(raw)[0] if raw else _NO_CLUSTER
-            cluster = None if cluster == _NO_CLUSTER else cluster
+            cluster, drift = _unpack_cluster(raw)
             users[user_id] = UserState(
-                user_id, window, seen_items, cluster=cluster, previous_cluster=cluster
+                user_id, window, seen_items, cluster=cluster, previous_cluster=cluster, drift=drift
             )
         return users
+
+    def _track_drift(self, states: Sequence[UserState]) -> None:
+        """Confirmed moves between clusters become ``moved`` interest events."""
+        centroid_of = getattr(self.clusterer, "centroid", None)
+        confirm = self.settings.interest_event_confirm
+        for u in states:
+            cluster = (
+                u.cluster if u.cluster is not None and u.cluster < PROVISIONAL_ID_START else None
+            )
+            reported = u.drift.reported
+            alive = reported is None or centroid_of is None or centroid_of(reported) is not None
+            move = u.drift.observe(cluster, confirm=confirm, reported_alive=alive)
+            if move is not None:
+                self._interest_events.append(
+                    InterestEvent(
+                        kind="moved",
+                        ts=u.window.newest_ts,
+                        user_id=u.user_id,
+                        cluster=move[1],
+                        previous=move[0],
+                        similarity=None
+                        if u.cluster_similarity is None
+                        else round(u.cluster_similarity, 6),
+                        items=[e.item_id for e in u.window.recent(max(3, confirm))],
+                        model_version=self.model_version,
+                    )
+                )
+
+    def pop_interest_events(self) -> list[InterestEvent]:
+        """The interest events since the last call (users' moves; cluster births, merges and
+        retirements where this engine numbers the clusters), oldest first."""
+        events, self._interest_events = self._interest_events, []
+        return events
 
     def _recent_indices(
         self, window: UserWindow, m: int, *, before: float | None = None
@@ -463,10 +532,13 @@ class Engine(SharedState):
         changes = pop_events() if pop_events is not None else []
         if changes and getattr(self.clusterer, "role", "authority") == "authority":
             self.model_version += 1
+        authority = getattr(self.clusterer, "role", "authority") == "authority"
         for event in changes:
             self.cluster_events.append(event)
             if event.kind in ("retired", "merged"):
                 self.counts.forget_cluster(event.cluster_id)
+            if authority:
+                self._interest_events.append(lifecycle_event(event, self.model_version))
         self.stats.clustering_s += time.perf_counter() - started
 
     # ------------------------------------------------------------- ranking

@@ -137,6 +137,13 @@ class EngineSettings(BaseSettings):
         0.45, description="Cosine under which a point opens a cluster."
     )
     cluster_merge_threshold: float = Field(0.92, description="Cosine above which clusters merge.")
+    interest_event_confirm: int = Field(
+        2,
+        ge=1,
+        le=100,
+        description="A user's move to another cluster is reported (interest-events) once the "
+        "new cluster has held for this many consecutive assignments (hysteresis).",
+    )
     cluster_retire_weight: float = Field(
         0.05, ge=0, description="Weight under which a cluster retires."
     )

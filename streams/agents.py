@@ -136,6 +136,7 @@ async def events_agent(
     """
     settings = runtime.settings
     topic = settings.topic("recommendations")
+    interest_topic = settings.topic("interest_events")
     headers = [(WORKER_HEADER, runtime.worker_id.encode("utf-8"))]
     if backlog is None:
         batches = stream.take_events(settings.batch_max, within=settings.batch_within_s)
@@ -161,6 +162,14 @@ async def events_agent(
             max_delay_s=30.0,
             on_retry=functools.partial(_publish_failed, len(records)),
         )
+        if outcome.interest_events:
+            moves = [(e.key(), e.to_json_bytes()) for e in outcome.interest_events]
+            await retry_with_backoff(
+                functools.partial(recommendations.publish, interest_topic, moves, headers=headers),
+                first_delay_s=0.5,
+                max_delay_s=30.0,
+                on_retry=functools.partial(_publish_failed, len(moves)),
+            )
         await dead_letters.send(outcome.dead_letters)
         runtime.observe_sent(outcome)
         if hold_acks and not runtime.stopping:
@@ -190,14 +199,22 @@ async def items_agent(
 
 
 async def model_agent(
-    stream: Any, runtime: WorkerRuntime, cluster_model: Any, dead_letters: DeadLetterSink
+    stream: Any,
+    runtime: WorkerRuntime,
+    cluster_model: Any,
+    dead_letters: DeadLetterSink,
+    interest_events: Any,
 ) -> None:
-    """``cluster-deltas`` (owner of its one partition) → authoritative model → ``cluster-model``."""
+    """``cluster-deltas`` (owner of its one partition) → authoritative model → ``cluster-model``,
+    and the clusters' births, merges and retirements → ``interest-events``."""
     async for batch in stream.take_events(1000, within=0.2):
         await runtime.model_loaded.wait()
         snapshot, letters = runtime.merge_cluster_deltas(batch)
         if snapshot is not None:
             await cluster_model.send(key=CLUSTER_MODEL_KEY, value=snapshot)
+        while runtime.lifecycle_events:
+            change = runtime.lifecycle_events.pop(0)
+            await interest_events.send(key=change.key(), value=change.to_json_bytes())
         await dead_letters.send(letters)
 
 

@@ -53,6 +53,9 @@ def replay(
     out: Annotated[Path, typer.Option(help="Recommendation events, JSONL.")] = Path(
         "recommendations.jsonl"
     ),
+    interest_out: Annotated[
+        Path, typer.Option(help="Interest events (users' moves, clusters' lifecycle), JSONL.")
+    ] = Path("interest-events.jsonl"),
     limit: Annotated[int | None, typer.Option(help="Only the first N events.")] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
     data_dir: Annotated[
@@ -80,10 +83,13 @@ def replay(
     engine = Engine.build(settings, in_memory=in_memory)
     try:
         engine.upsert_items(dataset.items)
-        with open(out, "wb") as sink:
+        with open(out, "wb") as sink, open(interest_out, "wb") as interest_sink:
 
             def write(_batch, recs) -> None:
                 sink.writelines(r.to_json_bytes() + b"\n" for r in recs)
+                interest_sink.writelines(
+                    e.to_json_bytes() + b"\n" for e in engine.pop_interest_events()
+                )
 
             emitted = run_stream(
                 engine,
@@ -95,7 +101,9 @@ def replay(
             )
     finally:
         engine.close()
-    console.print(f"wrote {emitted:,} recommendation events to {out}")
+    console.print(
+        f"wrote {emitted:,} recommendation events to {out}, interest events to {interest_out}"
+    )
 
 
 app.command("eval")(eval_command)

@@ -25,8 +25,8 @@ from typing import Any, TypeVar
 from models.clustering.cluster_messages import ClusterDelta, ClusterSnapshot
 from models.clustering.decaying_centroids import DecayingCentroids
 from models.collaborative import CollaborativeDelta
-from models.contracts import BehaviourEvent, Recommendation, RecordError
-from models.engine import Engine
+from models.contracts import BehaviourEvent, InterestEvent, Recommendation, RecordError
+from models.engine import Engine, lifecycle_event
 from models.record_parser import EventParser
 from models.remote_encoder import EncoderUnavailableError
 from streams.dead_letters import DeadLetter
@@ -46,6 +46,8 @@ class EventsOutcome:
     """What one events batch produced: recommendations and the dead letters."""
 
     recommendations: list[Recommendation] = field(default_factory=list)
+    #: Users' confirmed moves between interest clusters (``interest-events``).
+    interest_events: list[InterestEvent] = field(default_factory=list)
     #: Kafka timestamp (s) of the event each recommendation answers (end-to-end latency).
     source_timestamps: list[float | None] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
@@ -116,6 +118,8 @@ class WorkerRuntime:
         self.incarnation = f"{self.worker_id}/{uuid.uuid4().hex[:12]}"
         self.latest_snapshot: ClusterSnapshot | None = None
         self.authority: DecayingCentroids | None = None
+        #: Cluster births, merges and retirements the model agent has still to publish.
+        self.lifecycle_events: list[InterestEvent] = []
         self.catalog_loaded = asyncio.Event()
         self.model_loaded = asyncio.Event()
         self.counts_loaded = asyncio.Event()
@@ -327,6 +331,7 @@ class WorkerRuntime:
                     self._raise_if_retrying(error)
                     outcome.dead_letters.append(self._dead_letter(source.message, error))
         work.recommendations = recommendations
+        outcome.interest_events = self.engine.pop_interest_events()
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
 
     def _finish_events(self, work: _EventsWork) -> EventsOutcome:
@@ -449,7 +454,10 @@ class WorkerRuntime:
         if not deltas:
             return None, letters
         authority.apply_delta(reduce(ClusterDelta.merge, deltas))
-        authority.pop_events()
+        # The one writer of the cluster model reports its lifecycle (interest-events).
+        self.lifecycle_events += [
+            lifecycle_event(change, authority.version) for change in authority.pop_events()
+        ]
         self.metrics.deltas_applied.labels(kind="cluster").inc(len(deltas))
         return authority.snapshot().to_bytes(), letters
 

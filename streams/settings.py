@@ -38,6 +38,7 @@ TOPIC_NAMES: dict[str, str] = {
     "cluster_model": "cluster-model",
     "collab_deltas": "collab-deltas",
     "dead_letters": "dead-letters",
+    "interest_events": "interest-events",
 }
 
 _KAFKA_NAME = re.compile(r"^[A-Za-z0-9._-]*$")

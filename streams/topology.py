@@ -12,14 +12,18 @@
     driftrec.cluster-model ("model")    1     compact  model agent           every worker
     driftrec.collab-deltas (worker)     1     30 days  every worker (timer)  every worker
     driftrec.dead-letters (topic/p/off) 1     delete   agents and readers    operators
+    driftrec.interest-events (user_id   P     delete   events agent (moves), your consumers
+      or cluster/<id>)                                 model agent (clusters)
     <app_id>-windows-changelog (user)   P     compact  the windows table     recovery, standbys
 
     events ──► [events agent] ──► recommendations
                  │  windows table: RocksDB (rocksdict) per partition, changelogged
                  │  Engine.process(batch): one encoder call, one ranking per batch
+                 ├──► interest-events (a user's confirmed move to another cluster)
                  └──► dead-letters (anything unparsable, with its bytes and reason)
     items ──► [items agent: encode once] ──► item-vectors ──► [catalogue reader] every worker
     [ship_deltas timer] ──► cluster-deltas ──► [model agent] ──► cluster-model ──► [model reader]
+                                                     └──► interest-events (born, merged, retired)
     [ship_deltas timer] ──► collab-deltas ──► [counts reader] every worker (skips its own)
 
 The events agent reads its partitions' users, so it keeps their windows; the
@@ -97,7 +101,8 @@ def topic_specs(settings: WorkerSettings) -> dict[str, TopicSpec]:
     [('driftrec.events', 4, False), ('driftrec.recommendations', 4, False),
      ('driftrec.items', 4, True), ('driftrec.item-vectors', 4, True),
      ('driftrec.cluster-deltas', 1, False), ('driftrec.cluster-model', 1, True),
-     ('driftrec.collab-deltas', 1, False), ('driftrec.dead-letters', 1, False)]
+     ('driftrec.collab-deltas', 1, False), ('driftrec.dead-letters', 1, False),
+     ('driftrec.interest-events', 4, False)]
     """
     p = settings.partitions
     compact = {"cleanup.policy": "compact"}
@@ -112,6 +117,7 @@ def topic_specs(settings: WorkerSettings) -> dict[str, TopicSpec]:
         ("cluster_model", 1, {**compact, **large}),
         ("collab_deltas", 1, {**retention, **large}),
         ("dead_letters", 1, large),
+        ("interest_events", p, {}),
     ]
     return {
         role: TopicSpec(role, settings.topic(role), partitions, configs)
@@ -260,6 +266,7 @@ def build_topology(
         "cluster_model": topic("cluster_model", 1),
         "collab_deltas": topic("collab_deltas", 1),
         "dead_letters": topic("dead_letters", 1),
+        "interest_events": topic("interest_events", partitions),
     }
     windows = app.Table(
         "windows",
@@ -312,7 +319,9 @@ def build_topology(
         @app.agent(topics["cluster_deltas"], name="model")
         async def model(stream: Any) -> None:
             """cluster-deltas → authoritative model → cluster-model."""
-            await model_agent(stream, runtime, topics["cluster_model"], dead_letters)
+            await model_agent(
+                stream, runtime, topics["cluster_model"], dead_letters, topics["interest_events"]
+            )
 
     @app.timer(interval=settings.delta_interval_s, name="ship_deltas")
     async def deltas() -> None:

@@ -64,6 +64,8 @@ def test_replay_writes_recommendation_events(tmp_path):
             str(data),
             "--out",
             str(out),
+            "--interest-out",
+            str(tmp_path / "interest.jsonl"),
             "--data-dir",
             str(tmp_path / "state"),
             "--no-progress",
@@ -74,3 +76,5 @@ def test_replay_writes_recommendation_events(tmp_path):
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(lines) == 60
     assert {line["user_id"] for line in lines} == {f"u{n}" for n in range(5)}
+    interest = [json.loads(line) for line in (tmp_path / "interest.jsonl").read_text().splitlines()]
+    assert any(e["kind"] == "born" for e in interest)  # the first cluster, at least

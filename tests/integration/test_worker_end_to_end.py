@@ -387,3 +387,28 @@ def test_business_rules_over_kafka(shop_run: dict) -> None:
     dismissed = offered[2]
     assert dismissed not in answer(4, dismissed, event="dismiss")
     assert dismissed not in answer(5, "desk0")
+
+
+def test_interest_events_report_cluster_births_and_user_moves(shop_run: dict) -> None:
+    """The model agent publishes the clusters' births; the events agent the users' confirmed
+    moves, keyed by user. Every record follows the contract; no provisional cluster id (a
+    worker's own, not yet numbered by the model agent) leaves the worker."""
+    from models.clustering.cluster_messages import PROVISIONAL_ID_START
+    from models.contracts import InterestEvent
+
+    records = consume(
+        shop_run["bootstrap"],
+        shop_run["prefix"] + "interest-events",
+        until=lambda rs: sum(b'"born"' in r.value for r in rs) >= 2,
+        timeout_s=60,
+    )
+    events = [(r.key, InterestEvent.model_validate_json(r.value)) for r in records]
+    born = [e for _, e in events if e.kind == "born"]
+    assert len(born) >= 2
+    for key, event in events:
+        assert key == event.key()
+        assert event.cluster < PROVISIONAL_ID_START
+        assert event.previous is None or event.previous < PROVISIONAL_ID_START
+    moves = [e for _, e in events if e.kind == "moved"]
+    users = {e.user_id for e in SHOP.events}
+    assert all(m.user_id in users and m.items for m in moves)
