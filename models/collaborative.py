@@ -32,6 +32,7 @@ import numpy as np
 
 from models.forward_decay import ForwardDecay
 from models.growable_vector import GrowableVector
+from models.settings import EngineSettings
 from models.successor_counts import SuccessorCounts
 from models.top_items import TopItems
 
@@ -196,6 +197,21 @@ class CollaborativeCounts:
         self.cluster_transitions = SuccessorCounts(cluster_transition_capacity)
         self.track_deltas = track_deltas
         self._pending = _Pending()
+
+    @classmethod
+    def from_settings(cls, settings: EngineSettings, *, track_deltas: bool) -> CollaborativeCounts:
+        """The counts as the engine's settings configure them."""
+        return cls(
+            half_life_s=settings.collab_half_life_s,
+            trending_half_life_s=settings.trending_half_life_s,
+            transition_window=settings.transition_window,
+            transition_distance_decay=settings.transition_distance_decay,
+            transition_capacity=settings.transition_capacity,
+            cluster_transition_capacity=settings.cluster_transition_capacity,
+            cluster_popular_capacity=settings.cluster_popular_capacity,
+            trending_head=max(256, settings.candidates),
+            track_deltas=track_deltas,
+        )
 
     # ------------------------------------------------------------------ learn
     def observe(

@@ -23,11 +23,10 @@ Within a batch a user's recommendation reflects all of that batch's events
 
 from __future__ import annotations
 
-import struct
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,94 +34,39 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from models.candidates import CandidateBudget, TwoStageRanker
+from models.catalogue_index import CatalogueIndex
 from models.clustering import DecayingCentroids
 from models.clustering.base import Clusterer
-from models.clustering.cluster_messages import PROVISIONAL_ID_START, ClusterEvent
 from models.collaborative import CollaborativeCounts
 from models.contracts import (
     DISMISS_EVENT,
     BehaviourEvent,
     CatalogItem,
-    ClusterInfo,
     InterestEvent,
     Recommendation,
-    RecommendedItem,
-    trusted,
 )
 from models.facets import user_facets
 from models.interest import interest_weights, pooled_interest, render_sequence
-from models.interest_drift import DriftState
+from models.interest_drift import lifecycle_event, moved_events
 from models.item_catalog import ItemCatalog, TextEncoderLike
 from models.item_rules import ItemRules
-from models.ranking import BlendWeights, HybridRanker, RankedItem, RankingRequest
+from models.ranking import HybridRanker, RankedItem, RankingRequest
 from models.reasons import explain
+from models.recommendation_records import recommendation_records
 from models.settings import EngineSettings
 from models.shared_state import SharedState
 from models.state_store import MemoryStore, RocksDictStore, StateStore, WindowStore
-from models.user_window import SeenItems, UserWindow, WindowEntry
+from models.user_state import (
+    CLUSTER_KEY,
+    UserState,
+    pack_cluster,
+    recent_indices,
+    unpack_cluster,
+)
+from models.user_window import WindowEntry
 from models.vector_index import ItemIndex
 
-__all__ = ["Engine", "UserState", "lifecycle_event"]
-
-
-def lifecycle_event(event: ClusterEvent, model_version: int) -> InterestEvent:
-    """A cluster's birth, merge or retirement as an interest event."""
-    return InterestEvent(
-        kind=event.kind,
-        ts=event.t,
-        cluster=event.cluster_id,
-        into=event.other_id if event.kind == "merged" else None,
-        model_version=model_version,
-    )
-
-
-def _pack_cluster(u: UserState) -> bytes:
-    def code(cluster: int | None) -> int:
-        return _NO_CLUSTER if cluster is None else cluster
-
-    d = u.drift
-    return _CLUSTER_AND_DRIFT.pack(code(u.cluster), code(d.reported), code(d.pending), d.count)
-
-
-def _unpack_cluster(raw: bytes | None) -> tuple[int | None, DriftState]:
-    def cluster(code: int) -> int | None:
-        return None if code == _NO_CLUSTER else code
-
-    if not raw:
-        return None, DriftState()
-    if len(raw) == _CLUSTER_VALUE.size:  # written before drift states: the cluster counts
-        return cluster(_CLUSTER_VALUE.unpack(raw)[0]), DriftState(
-            cluster(_CLUSTER_VALUE.unpack(raw)[0])
-        )
-    now, reported, pending, count = _CLUSTER_AND_DRIFT.unpack(raw)
-    return cluster(now), DriftState(cluster(reported), cluster(pending), count)
-
-
-_CLUSTER_KEY = "c:"
-_CLUSTER_VALUE = struct.Struct("<q")  # the cluster alone (stores written before drift states)
-# The cluster, then the drift state: reported cluster, pending cluster, times in a row.
-_CLUSTER_AND_DRIFT = struct.Struct("<qqqi")
-_NO_CLUSTER = -1
-_INDEX_CHUNK = 65_536
-
-
-@dataclass(slots=True)
-class UserState:
-    """Everything the ranker needs about one user, derived from the window."""
-
-    user_id: str
-    window: UserWindow
-    seen: SeenItems
-    interest: np.ndarray | None = None
-    facets: np.ndarray | None = None
-    facet_importance: np.ndarray | None = None
-    cluster: int | None = None
-    previous_cluster: int | None = None
-    cluster_similarity: float | None = None
-    drift: DriftState = field(default_factory=DriftState)
-    recent: list[int] = field(default_factory=list)
-    # The window's item vectors and pooling weights, shared by interest and facets.
-    window_vectors: tuple[np.ndarray, np.ndarray] | None = None
+__all__ = ["Engine", "UserState"]
 
 
 @dataclass(slots=True)
@@ -202,42 +146,15 @@ class Engine(SharedState):
             ItemRules.of(settings.include_tags, settings.exclude_tags, settings.exclude_items),
         )
         self.clusterer = clusterer
-        self.counts = CollaborativeCounts(
-            half_life_s=settings.collab_half_life_s,
-            trending_half_life_s=settings.trending_half_life_s,
-            transition_window=settings.transition_window,
-            transition_distance_decay=settings.transition_distance_decay,
-            transition_capacity=settings.transition_capacity,
-            cluster_transition_capacity=settings.cluster_transition_capacity,
-            cluster_popular_capacity=settings.cluster_popular_capacity,
-            trending_head=max(256, settings.candidates),
-            track_deltas=ships_deltas,
-        )
-        self.ranker = HybridRanker(
-            BlendWeights(
-                content=settings.weight_content,
-                facet=settings.weight_facets,
-                centroid=settings.weight_centroid,
-                transitions=settings.weight_transitions,
-                cluster_transitions=settings.weight_cluster_transitions,
-                cluster_popular=settings.weight_cluster_popularity,
-                trending=settings.weight_trending,
-            ),
-            recency_decay=settings.score_recency_decay,
-            transition_normalisation=settings.transition_normalisation,
-            recent_items=settings.score_recent_items,
-        )
+        self.counts = CollaborativeCounts.from_settings(settings, track_deltas=ships_deltas)
+        self.ranker = HybridRanker.from_settings(settings)
         self.two_stage = TwoStageRanker(
             self.ranker,
             CandidateBudget.split(settings.candidates),
             user_lists=settings.candidate_cache_users,
         )
-        #: The vector index two-stage ranking queries; built when first needed.
-        self.index: ItemIndex | None = None
-        self._index_changes = 0
-        self.persist_index = persist_index
-        if persist_index:
-            self.catalog.reserve(ItemIndex.saved_ids(self._index_dir))
+        #: The vector index and the catalogue's checkpoints under ``data_dir``.
+        self.catalogue_index = CatalogueIndex(self.catalog, settings, persist=persist_index)
         self.clock = clock
         self.stats = EngineStats()
         #: Recent cluster lifecycle events (born / retired / merged), newest last.
@@ -356,7 +273,9 @@ class Engine(SharedState):
                 continue
             item = self.catalog.index_of(event.item_id)
             assert item is not None
-            previous = self._recent_indices(user.window, s.transition_window, before=event.ts)
+            previous = recent_indices(
+                user.window, self.catalog.index_of, s.transition_window, before=event.ts
+            )
             user.window.add(
                 WindowEntry(event.item_id, event.ts, event.weight, event.event),
                 max_len=s.window_size,
@@ -383,7 +302,7 @@ class Engine(SharedState):
         self.windows.write(
             windows={u.user_id: u.window for u in states},
             seen={u.user_id: u.seen for u in states},
-            extra={_CLUSTER_KEY + u.user_id: _pack_cluster(u) for u in states},
+            extra={CLUSTER_KEY + u.user_id: pack_cluster(u) for u in states},
         )
         self.stats.store_s += time.perf_counter() - started
         self.stats.events += len(events)
@@ -394,11 +313,11 @@ class Engine(SharedState):
         started = time.perf_counter()
         windows = self.windows.get_windows(user_ids)
         seen = self.windows.get_seen(user_ids)
-        clusters = self.store.get_many([_CLUSTER_KEY + u for u in user_ids])
+        clusters = self.store.get_many([CLUSTER_KEY + u for u in user_ids])
         self.stats.store_s += time.perf_counter() - started
         users: dict[str, UserState] = {}
         for user_id, window, seen_items, raw in zip(user_ids, windows, seen, clusters, strict=True):
-            cluster, drift = _unpack_cluster(raw)
+            cluster, drift = unpack_cluster(raw)
             users[user_id] = UserState(
                 user_id, window, seen_items, cluster=cluster, previous_cluster=cluster, drift=drift
             )
@@ -406,57 +325,18 @@ class Engine(SharedState):
 
     def _track_drift(self, states: Sequence[UserState]) -> None:
         """Confirmed moves between clusters become ``moved`` interest events."""
-        centroid_of = getattr(self.clusterer, "centroid", None)
-        confirm = self.settings.interest_event_confirm
-        for u in states:
-            cluster = (
-                u.cluster if u.cluster is not None and u.cluster < PROVISIONAL_ID_START else None
-            )
-            reported = u.drift.reported
-            alive = reported is None or centroid_of is None or centroid_of(reported) is not None
-            move = u.drift.observe(cluster, confirm=confirm, reported_alive=alive)
-            if move is not None:
-                self._interest_events.append(
-                    InterestEvent(
-                        kind="moved",
-                        ts=u.window.newest_ts,
-                        user_id=u.user_id,
-                        cluster=move[1],
-                        previous=move[0],
-                        similarity=None
-                        if u.cluster_similarity is None
-                        else round(u.cluster_similarity, 6),
-                        items=[e.item_id for e in u.window.recent(max(3, confirm))],
-                        model_version=self.model_version,
-                    )
-                )
+        self._interest_events += moved_events(
+            states,
+            getattr(self.clusterer, "centroid", None),
+            confirm=self.settings.interest_event_confirm,
+            model_version=self.model_version,
+        )
 
     def pop_interest_events(self) -> list[InterestEvent]:
         """The interest events since the last call (users' moves; cluster births, merges and
         retirements where this engine numbers the clusters), oldest first."""
         events, self._interest_events = self._interest_events, []
         return events
-
-    def _recent_indices(
-        self, window: UserWindow, m: int, *, before: float | None = None
-    ) -> list[int]:
-        """Catalogue indices of the window's ``m`` newest items, newest first.
-
-        With ``before``, only items at or before that event time count: a late
-        event is a successor of what preceded it, not of what came after.
-        """
-        index_of = self.catalog.index_of
-        out: list[int] = []
-        entries = window.entries
-        for entry in reversed(entries) if before is not None else window.recent(m):
-            if before is not None and entry.ts > before:
-                continue
-            idx = index_of(entry.item_id)
-            if idx is not None:
-                out.append(idx)
-                if len(out) == m:
-                    break
-        return out
 
     def _window_vectors(self, u: UserState) -> tuple[np.ndarray, np.ndarray]:
         """The window's item vectors ``[n, d]`` and pooling weights ``[n]`` (kept on ``u``)."""
@@ -492,7 +372,7 @@ class Engine(SharedState):
         s = self.settings
         started = time.perf_counter()
         for u in states:
-            u.recent = self._recent_indices(u.window, max(s.score_recent_items, 1))
+            u.recent = recent_indices(u.window, self.catalog.index_of, max(s.score_recent_items, 1))
             if len(u.window) and s.interest_mode == "pooled":
                 u.interest = pooled_interest(*self._window_vectors(u)).astype(np.float32)
         self.stats.interest_s += time.perf_counter() - started
@@ -589,7 +469,7 @@ class Engine(SharedState):
                 index,
                 k=k,
                 recommendable=self.catalog.recommendable,
-                index_changes=self._index_changes,
+                index_changes=self.catalogue_index.changes,
             )
             self.stats.candidates_per_user = self.two_stage.last_candidates
         else:
@@ -635,101 +515,45 @@ class Engine(SharedState):
 
     def ranking_mode(self) -> str:
         """``"exact"`` or ``"two-stage"``: the setting, or by catalogue size when ``auto``."""
-        mode = self.settings.ranking
-        if mode == "auto":
-            if self.index is not None:  # once built, the index is kept up to date: stay
-                return "two-stage"
-            big = self.recommendable_items > self.settings.exact_max_items
-            return "two-stage" if big else "exact"
-        return mode
+        return self.catalogue_index.mode(self.recommendable_items)
+
+    @property
+    def index(self) -> ItemIndex | None:
+        """The vector index two-stage ranking queries (None until first needed)."""
+        return self.catalogue_index.index
+
+    @property
+    def persist_index(self) -> bool:
+        return self.catalogue_index.persist
 
     def sync_index(self) -> ItemIndex:
-        """The vector index, built (or restored) when first needed, then kept in step with
-        the catalogue's changes (added, re-encoded, deleted items)."""
+        """The vector index, built or restored when first needed, then kept in step with the
+        catalogue (models/catalogue_index.py); its time is counted in ``stats.index_s``."""
         started = time.perf_counter()
-        catalog = self.catalog
-        if self.index is None:
-            self.index = self._restore_index()
-            self.stats.index_origin = "restored"
-            if self.index is None:
-                self.index = ItemIndex(
-                    catalog.dim, precision=self.settings.index_precision, **self._index_settings()
-                )
-                catalog.pop_changes()
-                keys = np.flatnonzero(catalog.recommendable)
-                for start in range(0, len(keys), _INDEX_CHUNK):  # no second copy of 10^6 rows
-                    chunk = keys[start : start + _INDEX_CHUNK]
-                    self.index.upsert(
-                        chunk, catalog.vectors[chunk], threads=self.settings.index_build_threads
-                    )
-                self.stats.index_origin = "built"
-            self.stats.index_ready_s = time.perf_counter() - started
-        changed = catalog.pop_changes()
-        if len(changed):
-            alive = catalog.recommendable[changed]
-            self.index.remove(changed[~alive])
-            self.index.upsert(changed[alive], catalog.vectors[changed[alive]])
-            self._index_changes += len(changed)
+        index = self.catalogue_index.sync()
         self.stats.index_s += time.perf_counter() - started
-        return self.index
-
-    def _index_settings(self) -> dict[str, int]:
-        s = self.settings
-        return {
-            "connectivity": s.index_connectivity,
-            "expansion_add": s.index_expansion_add,
-            "expansion_search": s.index_expansion_search,
-            "threads": s.index_threads,
-        }
-
-    @property
-    def _index_dir(self) -> Path:
-        return Path(self.settings.data_dir) / "item-index"
-
-    @property
-    def _catalogue_dir(self) -> Path:
-        return Path(self.settings.data_dir) / "catalogue"
+        if self.catalogue_index.origin and not self.stats.index_origin:
+            self.stats.index_origin = self.catalogue_index.origin
+            self.stats.index_ready_s = self.catalogue_index.ready_s
+        return index
 
     def save_checkpoint(self, extra: dict[str, Any] | None = None) -> None:
         """Save the catalogue (with the caller's ``extra``) and the vector index under
         ``data_dir``, so that a restart on this volume skips re-reading and re-indexing."""
-        self.catalog.save(
-            self._catalogue_dir, encoder_version=self.encoder.model_version, extra=extra
-        )
-        if self.index is not None:
-            self.save_index()
+        self.catalogue_index.save_checkpoint(self.encoder.model_version, extra)
 
     def load_checkpoint(self) -> dict[str, Any] | None:
         """Adopt the catalogue saved on this volume by the same model; returns the ``extra``
         saved with it (None: nothing adopted, the catalogue is read from scratch)."""
         started = time.perf_counter()
-        extra = self.catalog.load(self._catalogue_dir, encoder_version=self.encoder.model_version)
+        extra = self.catalogue_index.load_checkpoint(self.encoder.model_version)
         if extra is not None:
             self.stats.catalogue_loaded_s = time.perf_counter() - started
         return extra
 
     def save_index(self) -> None:
         """Write the vector index under ``data_dir`` (for the next engine on this volume)."""
-        if self.index is not None:
-            self.sync_index()
-            ids = [self.catalog.id_of(i) for i in range(len(self.catalog))]
-            self.index.save(self._index_dir, ids, self.catalog.vectors)
-
-    def _restore_index(self) -> ItemIndex | None:
-        """The saved index, when the catalogue holds the items it was saved for."""
-        if not self.persist_index:
-            return None
-        catalog = self.catalog
-        catalog.pop_changes()  # restore() compares every vector with the saved ones
-        return ItemIndex.restore(
-            self._index_dir,
-            [catalog.id_of(i) for i in range(len(catalog))],
-            catalog.vectors,
-            catalog.recommendable,
-            build_threads=self.settings.index_build_threads,
-            precision=self.settings.index_precision,
-            **self._index_settings(),
-        )
+        self.catalogue_index.save_index()
 
     def process(
         self, events: Sequence[BehaviourEvent], *, received_at: float | None = None
@@ -758,47 +582,14 @@ class Engine(SharedState):
         emitted_at = self.clock()
         since = received_at if received_at is not None else started
         latency_ms = max(0.0, (emitted_at - since) * 1000.0)
-        version = self.model_version
-        # trusted: the engine's own values need no re-validation (1/4 of the time).
-        # A user's list and cluster are built once per batch and shared by the user's events.
-        parts: dict[str, tuple[ClusterInfo, list[RecommendedItem]]] = {}
-        for user_id, ranked_items in ranked.items():
-            u = users[user_id]
-            similarity = u.cluster_similarity
-            parts[user_id] = (
-                trusted(
-                    ClusterInfo,
-                    id=u.cluster,
-                    similarity=round(similarity, 6) if similarity is not None else None,
-                    previous=u.previous_cluster,
-                ),
-                [
-                    trusted(
-                        RecommendedItem,
-                        item_id=self.catalog.id_of(r.index),
-                        score=round(r.score, 6),
-                        source=r.source,
-                        because=[] if r.because is None else [self.catalog.id_of(r.because)],
-                    )
-                    for r in ranked_items
-                ],
-            )
-        latency = round(latency_ms, 3)
-        recs = []
-        for event in targets:
-            cluster, items = parts[event.user_id]
-            recs.append(
-                trusted(
-                    Recommendation,
-                    user_id=event.user_id,
-                    event_id=event.event_id,
-                    ts=event.ts,
-                    emitted_at=emitted_at,
-                    cluster=cluster,
-                    items=items,
-                    model_version=version,
-                    latency_ms=latency,
-                )
-            )
+        recs = recommendation_records(
+            targets,
+            users,
+            ranked,
+            self.catalog.id_of,
+            emitted_at=emitted_at,
+            latency_ms=latency_ms,
+            model_version=self.model_version,
+        )
         self.stats.recommendations += len(recs)
         return recs

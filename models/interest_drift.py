@@ -15,9 +15,32 @@ forgets a pending move nor reports one twice.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["DriftState"]
+from models.clustering.cluster_messages import PROVISIONAL_ID_START, ClusterEvent
+from models.contracts import InterestEvent
+
+if TYPE_CHECKING:
+    from models.user_state import UserState
+
+__all__ = ["DriftState", "lifecycle_event", "moved_events"]
+
+
+def lifecycle_event(event: ClusterEvent, model_version: int) -> InterestEvent:
+    """A cluster's birth, merge or retirement as an interest event.
+
+    >>> lifecycle_event(ClusterEvent("merged", 7, 3, 10.0), model_version=4).into
+    3
+    """
+    return InterestEvent(
+        kind=event.kind,
+        ts=event.t,
+        cluster=event.cluster_id,
+        into=event.other_id if event.kind == "merged" else None,
+        model_version=model_version,
+    )
 
 
 @dataclass(slots=True)
@@ -56,3 +79,40 @@ class DriftState:
         move = (self.reported, cluster)
         self.reported, self.pending, self.count = cluster, None, 0
         return move
+
+
+def moved_events(
+    states: Sequence[UserState],
+    centroid_of: Callable[[int], Any] | None,
+    *,
+    confirm: int,
+    model_version: int,
+) -> list[InterestEvent]:
+    """Each user's latest cluster through its drift state; the confirmed moves as events.
+
+    A provisional cluster id (a worker's, not yet numbered by the model agent)
+    counts as no cluster: it never leaves the worker. ``centroid_of`` tells
+    whether the reported cluster still exists (None: assume it does).
+    """
+    events = []
+    for u in states:
+        cluster = u.cluster if (u.cluster or 0) < PROVISIONAL_ID_START else None
+        reported = u.drift.reported
+        alive = reported is None or centroid_of is None or centroid_of(reported) is not None
+        move = u.drift.observe(cluster, confirm=confirm, reported_alive=alive)
+        if move is None:
+            continue
+        similarity = u.cluster_similarity
+        events.append(
+            InterestEvent(
+                kind="moved",
+                ts=u.window.newest_ts,
+                user_id=u.user_id,
+                cluster=move[1],
+                previous=move[0],
+                similarity=None if similarity is None else round(similarity, 6),
+                items=[e.item_id for e in u.window.recent(max(3, confirm))],
+                model_version=model_version,
+            )
+        )
+    return events

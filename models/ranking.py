@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from models.collaborative import CollaborativeCounts, dense_rows
+from models.settings import EngineSettings
 
 __all__ = [
     "SOURCES",
@@ -285,6 +286,24 @@ class HybridRanker:
         self.recency_decay = recency_decay
         self.transition_normalisation = transition_normalisation
         self.recent_items = recent_items
+
+    @classmethod
+    def from_settings(cls, settings: EngineSettings) -> HybridRanker:
+        """The blend as the engine's settings configure it."""
+        return cls(
+            BlendWeights(
+                content=settings.weight_content,
+                facet=settings.weight_facets,
+                centroid=settings.weight_centroid,
+                transitions=settings.weight_transitions,
+                cluster_transitions=settings.weight_cluster_transitions,
+                cluster_popular=settings.weight_cluster_popularity,
+                trending=settings.weight_trending,
+            ),
+            recency_decay=settings.score_recency_decay,
+            transition_normalisation=settings.transition_normalisation,
+            recent_items=settings.score_recent_items,
+        )
 
     def rank(
         self,

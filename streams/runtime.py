@@ -26,7 +26,8 @@ from models.clustering.cluster_messages import ClusterDelta, ClusterSnapshot
 from models.clustering.decaying_centroids import DecayingCentroids
 from models.collaborative import CollaborativeDelta
 from models.contracts import BehaviourEvent, InterestEvent, Recommendation, RecordError
-from models.engine import Engine, lifecycle_event
+from models.engine import Engine
+from models.interest_drift import lifecycle_event
 from models.record_parser import EventParser
 from models.remote_encoder import EncoderUnavailableError
 from streams.dead_letters import DeadLetter
