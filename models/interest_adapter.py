@@ -137,7 +137,9 @@ class InterestAdapter:
         self._w: nn.Linear | None = None
         self._gru: nn.GRU | None = None
         self._gru_out: nn.Linear | None = None
-        self._optim: torch.optim.Optimizer | None = None
+        self._params: list[nn.Parameter] = []
+        self._adam: list[tuple[torch.Tensor, torch.Tensor]] = []  # first, second moments
+        self._steps = 0
         self._gen = torch.Generator().manual_seed(seed)
         self._last_t = -np.inf
         self.n_learned = 0
@@ -236,7 +238,6 @@ class InterestAdapter:
         return loss_value
 
     def _step(self, contexts: Sequence[Sequence[Hashable]], target_rows: torch.Tensor) -> float:
-        assert self._optim is not None
         padded, lengths = self._pad(contexts)
         n, batch = self._n, len(target_rows)
         uniform = torch.randint(0, n, (self.n_negatives,), generator=self._gen)
@@ -255,9 +256,10 @@ class InterestAdapter:
         hit[torch.arange(batch), torch.arange(batch)] = False
         logits = logits.masked_fill(hit, -torch.inf)
         loss = nn.functional.cross_entropy(logits, torch.arange(batch))
-        self._optim.zero_grad(set_to_none=True)
+        for param in self._params:
+            param.grad = None
         loss.backward()
-        self._optim.step()
+        self._adam_step()
         if self.residual and residual.grad is not None:
             with torch.no_grad():
                 grad = residual.grad
@@ -333,8 +335,22 @@ class InterestAdapter:
                 self._gru_out = nn.Linear(self.dim, self.dim, bias=False)
                 nn.init.zeros_(self._gru_out.weight)
                 params += list(self._gru.parameters()) + list(self._gru_out.parameters())
-        self._optim = torch.optim.Adam(params, lr=self.lr)
+        self._params = params
+        self._adam = [(torch.zeros_like(p), torch.zeros_like(p)) for p in params]
         self._x = torch.zeros(0, big_d)
+
+    def _adam_step(self, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> None:
+        """Adam (Kingma & Ba 2015), by hand: ``torch.optim``'s first import costs ~20 s."""
+        self._steps += 1
+        correction1, correction2 = 1 - beta1**self._steps, 1 - beta2**self._steps
+        with torch.no_grad():
+            for param, (m, v) in zip(self._params, self._adam, strict=True):
+                if param.grad is None:
+                    continue
+                m.mul_(beta1).add_(param.grad, alpha=1 - beta1)
+                v.mul_(beta2).addcmul_(param.grad, param.grad, value=1 - beta2)
+                denom = (v / correction2).sqrt_().add_(eps)
+                param.addcdiv_(m, denom, value=-self.lr / correction1)
 
     def _grow(self, n: int) -> None:
         capacity = self._x.shape[0]
