@@ -219,6 +219,8 @@ class ClusterInfo(BaseModel):
     id: int | None = None
     similarity: float | None = None
     previous: int | None = None
+    #: A readable name: the tags that set the cluster's items apart (c-TF-IDF).
+    label: str | None = None
 
     @field_validator("id", "previous", mode="before")
     @classmethod
@@ -240,7 +242,7 @@ class Recommendation(BaseModel):
     ...     items=[RecommendedItem(item_id="m2858", score=0.91, source="content")],
     ...     model_version=12, latency_ms=4.2)
     >>> recommendation.to_json_bytes()
-    b'{"user_id":"u42","event_id":"e1","ts":978300760.0,"emitted_at":1732900000.1,"cluster":{"id":7,"similarity":0.83,"previous":3},"items":[{"item_id":"m2858","score":0.91,"source":"content","because":[]}],"model_version":12,"latency_ms":4.2}'
+    b'{"user_id":"u42","event_id":"e1","ts":978300760.0,"emitted_at":1732900000.1,"cluster":{"id":7,"similarity":0.83,"previous":3,"label":null},"items":[{"item_id":"m2858","score":0.91,"source":"content","because":[]}],"model_version":12,"latency_ms":4.2}'
 
     """
 
@@ -294,6 +296,7 @@ class InterestEvent(BaseModel):
     similarity: float | None = None
     items: list[str] = Field(default_factory=list)
     model_version: int
+    label: str | None = None  #: the (destination) cluster's readable name, when known
 
     @field_validator("cluster", "previous", "into", "model_version", mode="before")
     @classmethod

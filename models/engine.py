@@ -35,6 +35,7 @@ from threadpoolctl import threadpool_limits
 
 from models.candidates import CandidateBudget, TwoStageRanker
 from models.catalogue_index import CatalogueIndex
+from models.cluster_labels import ClusterLabeller
 from models.clustering import DecayingCentroids
 from models.clustering.base import Clusterer
 from models.collaborative import CollaborativeCounts
@@ -46,8 +47,8 @@ from models.contracts import (
     Recommendation,
 )
 from models.facets import user_facets
-from models.interest import interest_weights, pooled_interest, render_sequence
-from models.interest_drift import lifecycle_event, moved_events
+from models.interest import pooled_interest, render_sequence
+from models.interest_drift import lifecycle_event, moved_events, with_labels
 from models.item_catalog import ItemCatalog, TextEncoderLike
 from models.item_rules import ItemRules
 from models.ranking import HybridRanker, RankedItem, RankingRequest
@@ -62,6 +63,7 @@ from models.user_state import (
     pack_cluster,
     recent_indices,
     unpack_cluster,
+    window_vectors,
 )
 from models.user_window import WindowEntry
 from models.vector_index import ItemIndex
@@ -153,6 +155,7 @@ class Engine(SharedState):
             CandidateBudget.split(settings.candidates),
             user_lists=settings.candidate_cache_users,
         )
+        self.labeller = ClusterLabeller()  #: readable cluster names (c-TF-IDF of tags)
         #: The vector index and the catalogue's checkpoints under ``data_dir``.
         self.catalogue_index = CatalogueIndex(self.catalog, settings, persist=persist_index)
         self.clock = clock
@@ -332,26 +335,26 @@ class Engine(SharedState):
             model_version=self.model_version,
         )
 
+    def cluster_labels(self, wanted: Iterable[int | None] = ()) -> dict[int, str]:
+        """The live clusters' labels (models/cluster_labels.py), recomputed every few
+        batches and whenever a cluster in ``wanted`` has none yet."""
+        centroids = getattr(self.clusterer, "centroids", None)
+        if centroids is None or not self.labeller.due(c for c in wanted if c is not None):
+            return self.labeller.labels
+        ids, unit = centroids()
+        index = self.catalogue_index.index
+        return self.labeller.refresh_from(ids.tolist(), unit, self.catalog, self.counts, index)
+
     def pop_interest_events(self) -> list[InterestEvent]:
         """The interest events since the last call (users' moves; cluster births, merges and
         retirements where this engine numbers the clusters), oldest first."""
         events, self._interest_events = self._interest_events, []
-        return events
+        return with_labels(events, self.labeller.labels)
 
     def _window_vectors(self, u: UserState) -> tuple[np.ndarray, np.ndarray]:
         """The window's item vectors ``[n, d]`` and pooling weights ``[n]`` (kept on ``u``)."""
-        if u.window_vectors is not None:
-            return u.window_vectors
-        s = self.settings
-        entries = u.window.entries
-        idx = np.array([self.catalog.index_of(e.item_id) for e in entries], np.int64)
-        weights = interest_weights(
-            np.array([e.ts for e in entries]),
-            np.array([e.weight for e in entries]),
-            half_life_s=s.interest_half_life_s,
-            position_decay=s.interest_position_decay,
-        )
-        u.window_vectors = (self.catalog.vectors[idx], weights)
+        if u.window_vectors is None:
+            u.window_vectors = window_vectors(u.window, self.catalog, self.settings)
         return u.window_vectors
 
     def _derive_facets(self, states: Sequence[UserState]) -> None:
@@ -511,6 +514,7 @@ class Engine(SharedState):
                 "candidates_per_user": round(stats.candidates_per_user, 1),
                 "catalogue_from_checkpoint": stats.catalogue_loaded_s > 0,
             },
+            "cluster_labels": {str(c): label for c, label in self.labeller.labels.items()},
         }
 
     def ranking_mode(self) -> str:
@@ -587,6 +591,7 @@ class Engine(SharedState):
             users,
             ranked,
             self.catalog.id_of,
+            labels=self.cluster_labels(u.cluster for u in users.values()),
             emitted_at=emitted_at,
             latency_ms=latency_ms,
             model_version=self.model_version,

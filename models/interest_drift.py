@@ -25,7 +25,15 @@ from models.contracts import InterestEvent
 if TYPE_CHECKING:
     from models.user_state import UserState
 
-__all__ = ["DriftState", "lifecycle_event", "moved_events"]
+__all__ = ["DriftState", "lifecycle_event", "moved_events", "with_labels"]
+
+
+def with_labels(events: list[InterestEvent], labels: dict[int, str]) -> list[InterestEvent]:
+    """The events with their cluster's label filled in, where one is known."""
+    return [
+        e.model_copy(update={"label": labels[e.cluster]}) if e.cluster in labels else e
+        for e in events
+    ]
 
 
 def lifecycle_event(event: ClusterEvent, model_version: int) -> InterestEvent:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import heapq
 import json
 import shutil
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -70,6 +71,11 @@ class ItemCatalog:
         # Parallel lists and arrays, not an object per item: 10^6 small objects would be
         # walked by every full garbage collection (pauses of seconds).
         self._texts: list[str] = []
+        # Tags (lower case) per item, one shared tuple per distinct combination: a few
+        # bytes an item at 10^6 items. They name clusters (models/cluster_labels.py).
+        self._tags: list[tuple[str, ...]] = []
+        self._tag_sets: dict[tuple[str, ...], tuple[str, ...]] = {(): ()}
+        self.tag_df: Counter[str] = Counter()  #: items carrying each tag
         self._provisional = np.zeros(64, bool)
         self._vectors = np.zeros((64, dim), np.float32)
         self._has_vector = np.zeros(64, bool)
@@ -99,6 +105,19 @@ class ItemCatalog:
 
     def text_of(self, index: int) -> str:
         return self._texts[index]
+
+    def tags_of(self, index: int) -> tuple[str, ...]:
+        """The item's tags, lower case (empty for an item known only from events)."""
+        return self._tags[index]
+
+    def _set_tags(self, idx: int, tags: Iterable[str]) -> None:
+        folded = tuple(dict.fromkeys(t.strip().casefold() for t in tags if t.strip()))
+        old = self._tags[idx]
+        if folded == old:
+            return
+        self.tag_df.subtract(old)
+        self.tag_df.update(folded)
+        self._tags[idx] = self._tag_sets.setdefault(folded, folded)
 
     def rules_of(self, index: int) -> dict[str, Any]:
         """What the business rules say of an item: allowed, its expiry, whether it passed."""
@@ -156,7 +175,9 @@ class ItemCatalog:
         np.save(tmp / "flags.npy", flags)
         np.save(tmp / "expires.npy", self._expires[:n])
         np.save(tmp / "vectors.npy", self._vectors[:n])
-        (tmp / "items.json").write_text(json.dumps({"ids": self._ids, "texts": self._texts}))
+        (tmp / "items.json").write_text(
+            json.dumps({"ids": self._ids, "texts": self._texts, "tags": self._tags})
+        )
         meta = {
             "encoder_version": encoder_version,
             "dim": self.dim,
@@ -216,6 +237,10 @@ class ItemCatalog:
         # The loaded arrays become the catalogue's (capacity n; the next item grows them):
         # no second copy of 10^6 vectors, even for a moment.
         self._ids, self._texts = ids, texts
+        self._tags = [()] * n
+        self.tag_df = Counter()
+        for idx, tags in enumerate(names.get("tags") or []):
+            self._set_tags(idx, tags)
         self._index = {item_id: idx for idx, item_id in enumerate(ids)}
         (self._provisional, self._has_vector, self._active, self._eligible, self._expired) = (
             np.array(column, bool) for column in flags.T
@@ -253,6 +278,7 @@ class ItemCatalog:
         self._index[item_id] = idx
         self._ids.append(item_id)
         self._texts.append(text)
+        self._tags.append(())
         self._provisional[idx] = provisional
         self._active[idx] = True
         # An item known only from events has no tags yet: the rules judge it on its id.
@@ -271,6 +297,7 @@ class ItemCatalog:
             self._provisional[idx] = False
             self._set_active(idx, True)
             self._pending[idx] = text
+        self._set_tags(idx, item.tags)
         eligible = self.rules.allows(item.item_id, item.tags, available=item.available)
         expires = np.inf if item.expires_at is None else float(item.expires_at)
         if eligible != bool(self._eligible[idx]) or expires != self._expires[idx]:

@@ -34,6 +34,7 @@ def recommendation_records(
     ranked: Mapping[str, Sequence[RankedItem]],
     id_of: Callable[[int], str],
     *,
+    labels: Mapping[int, str],
     emitted_at: float,
     latency_ms: float,
     model_version: int,
@@ -49,6 +50,7 @@ def recommendation_records(
                 id=u.cluster,
                 similarity=round(similarity, 6) if similarity is not None else None,
                 previous=u.previous_cluster,
+                label=None if u.cluster is None else labels.get(u.cluster),
             ),
             [
                 trusted(

@@ -14,10 +14,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from models.interest import interest_weights
 from models.interest_drift import DriftState
+from models.item_catalog import ItemCatalog
+from models.settings import EngineSettings
 from models.user_window import SeenItems, UserWindow
 
-__all__ = ["CLUSTER_KEY", "UserState", "pack_cluster", "recent_indices", "unpack_cluster"]
+__all__ = [
+    "CLUSTER_KEY",
+    "UserState",
+    "pack_cluster",
+    "recent_indices",
+    "unpack_cluster",
+    "window_vectors",
+]
 
 CLUSTER_KEY = "c:"
 _CLUSTER_VALUE = struct.Struct("<q")  # the cluster alone (stores written before drift states)
@@ -101,3 +111,19 @@ def recent_indices(
             if len(out) == m:
                 break
     return out
+
+
+def window_vectors(
+    window: UserWindow, catalog: ItemCatalog, settings: EngineSettings
+) -> tuple[np.ndarray, np.ndarray]:
+    """The window's item vectors ``[n, d]`` and their pooling weights ``[n]`` (recency and
+    position decay, models/interest.py): what interest, facets and the adapter pool."""
+    entries = window.entries
+    idx = np.array([catalog.index_of(e.item_id) for e in entries], np.int64)
+    weights = interest_weights(
+        np.array([e.ts for e in entries]),
+        np.array([e.weight for e in entries]),
+        half_life_s=settings.interest_half_life_s,
+        position_decay=settings.interest_position_decay,
+    )
+    return catalog.vectors[idx], weights

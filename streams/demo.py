@@ -52,6 +52,8 @@ class DemoReport:
     samples: dict[str, Recommendation] = field(default_factory=dict)
     start_ts: float = 0.0
     drift_band: tuple[float, float] | None = None  #: 10th–90th percentile of drift times
+    labels: dict[int, str] = field(default_factory=dict)  #: cluster labels (latest seen)
+    interest_moves: int = 0  #: confirmed moves reported on interest-events
 
     @staticmethod
     def rate(hits: list[int]) -> float:
@@ -122,6 +124,7 @@ def _stream(
     sample_every = max(1, len(shop.events) // 40)
 
     def on_batch(batch: list[BehaviourEvent], recs: list[Recommendation]) -> None:
+        report.interest_moves += sum(e.kind == "moved" for e in engine.pop_interest_events())
         for event in batch:
             previous = shown.get(event.user_id)
             if previous is not None:
@@ -141,6 +144,8 @@ def _stream(
             ):
                 report.cluster_moves += 1
             user_cluster[rec.user_id] = rec.cluster.id
+            if rec.cluster.id is not None and rec.cluster.label:
+                report.labels[rec.cluster.id] = rec.cluster.label
             samples.offer(rec)
         report.events += len(batch)
         report.recommendations += len(recs)
@@ -156,6 +161,7 @@ def _stream(
         progress=progress,
         description="demo",
     )
+    report.labels.update(engine.cluster_labels())
     kinds = Counter(e.kind for e in engine.cluster_events)
     report.clusters_born = kinds["born"]
     report.clusters_retired = kinds["retired"]
@@ -219,7 +225,10 @@ def _print(console: Console, report: DemoReport, shop: SyntheticShop) -> None:
         f"{report.clusters_born} / {report.clusters_retired} / {report.clusters_merged}",
     )
     table.add_row("clusters alive at the end", str(report.final_clusters))
+    for cluster, label in sorted(report.labels.items())[:12]:
+        table.add_row(f"  cluster {cluster}", label)
     table.add_row("users moving between clusters", f"{report.cluster_moves:,} moves")
+    table.add_row("confirmed moves (interest-events)", f"{report.interest_moves:,}")
     table.add_row("ARI (user cluster vs current topic)", f"{report.ari_users_topics:.3f}")
     table.add_row(
         "HR@10 of shown lists, before drift", f"{report.rate(report.hits_before_drift):.3f}"
@@ -240,7 +249,10 @@ def _print(console: Console, report: DemoReport, shop: SyntheticShop) -> None:
         console.print(f"\n[bold]{user}[/bold] drifts from [cyan]{old}[/cyan] to [cyan]{new}[/cyan]")
         titles = {i.item_id: i.title for i in shop.items}
         for label, rec in picked.items():
-            console.print(f"  {label} (cluster {rec.cluster.id}, previous {rec.cluster.previous}):")
+            console.print(
+                f"  {label} (cluster {rec.cluster.id} [dim]{rec.cluster.label or ''}[/dim], "
+                f"previous {rec.cluster.previous}):"
+            )
             for item in rec.items[:5]:
                 because = (
                     f"  [dim]because of {titles.get(item.because[0], item.because[0])}[/dim]"
@@ -275,7 +287,8 @@ def _write(out_dir: Path, report: DemoReport) -> None:
         fig, ax = plt.subplots(figsize=(10, 4.5))
         if len(ids):
             colours = plt.get_cmap("tab20")(np.arange(len(ids)) % 20)
-            ax.stackplot(xs, ys, labels=[f"cluster {c}" for c in ids], colors=colours)
+            names = [f"{c}: {report.labels.get(c, '')}"[:40] for c in ids]
+            ax.stackplot(xs, ys, labels=names, colors=colours)
         mark_drift(ax)
         ax.set_xlabel("event time (days)")
         ax.set_ylabel("users in cluster")

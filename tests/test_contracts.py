@@ -417,7 +417,7 @@ def test_recommendation_json_has_the_contract_shape() -> None:
         "model_version",
         "latency_ms",
     ]
-    assert wire["cluster"] == {"id": 7, "similarity": 0.83, "previous": None}
+    assert wire["cluster"] == {"id": 7, "similarity": 0.83, "previous": None, "label": None}
     assert wire["items"][1] == {
         "item_id": "m260",
         "score": 0.5,
@@ -435,7 +435,7 @@ def test_recommendation_takes_numpy_numbers() -> None:
     )
     wire = json.loads(recommendation.to_json_bytes())
     assert (wire["cluster"], wire["model_version"]) == (
-        {"id": 3, "similarity": 0.5, "previous": 1},
+        {"id": 3, "similarity": 0.5, "previous": 1, "label": None},
         4,
     )
 
@@ -475,7 +475,7 @@ def test_trusted_records_equal_validated_ones_and_serialise_the_same() -> None:
         dict(item_id="m1", score=0.5, source="content", because=["m0"]),
         dict(item_id="m2", score=0.25, source="trending", because=[]),
     ]
-    cluster = dict(id=3, similarity=0.8, previous=None)
+    cluster = dict(id=3, similarity=0.8, previous=None, label="espresso · baking")
     fields = dict(
         user_id="u1", event_id="e1", ts=1.5, emitted_at=2.0, model_version=4, latency_ms=1.25
     )

@@ -53,7 +53,7 @@ def test_one_schema_valid_recommendation_per_event(tmp_path, minilm_encoder, sho
             "model_version",
             "latency_ms",
         }
-        assert set(body["cluster"]) == {"id", "similarity", "previous"}
+        assert set(body["cluster"]) == {"id", "similarity", "previous", "label"}
         assert len(body["items"]) == 10
         assert all(set(i) == {"item_id", "score", "source", "because"} for i in body["items"])
     # Reasons: every item brought by transitions or similarity names an item the user had
