@@ -25,8 +25,9 @@ that workers whose catalogues index items differently can exchange them.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, SupportsFloat
 
 import numpy as np
 
@@ -35,6 +36,7 @@ from models.growable_vector import GrowableVector
 from models.settings import EngineSettings
 from models.successor_counts import SuccessorCounts
 from models.top_items import TopItems
+from models.top_k import top_k_indices
 
 __all__ = ["CollaborativeCounts", "CollaborativeDelta", "dense_rows"]
 
@@ -269,7 +271,11 @@ class CollaborativeCounts:
         """Drop the per-cluster counts of a retired cluster."""
         self.cluster_popularity.drop_sources([cluster])
         self.cluster_transitions.drop_sources(
-            [s for s in self.cluster_transitions.sources() if s[0] == cluster]  # type: ignore[index]
+            [
+                s
+                for s in self.cluster_transitions.sources()
+                if isinstance(s, tuple) and s[0] == cluster
+            ]
         )
 
     def _maybe_rescale(self, t: float) -> None:
@@ -374,10 +380,9 @@ class CollaborativeCounts:
     def cluster_popular_head(self, cluster: int, n: int) -> np.ndarray:
         """The ``n`` items most consumed within ``cluster``, most first."""
         ids, values = self.cluster_popularity.row_arrays(cluster)
-        if len(ids) <= n:
-            return ids[np.lexsort((ids, -values))]
-        top = np.argpartition(-values, n - 1)[:n]
-        return ids[top[np.lexsort((ids[top], -values[top]))]]
+        if not len(ids) or n < 1:
+            return ids[:0]
+        return ids[top_k_indices(values, n, labels=ids)]
 
     def trending_top(self, n: int) -> np.ndarray:
         """The ``n`` most trending items, most first (maintained, not sorted per call)."""
@@ -467,12 +472,12 @@ _DELTA_FORMAT = "driftrec.collab-delta"
 _DELTA_VERSION = 1
 
 
-def _optional_float(value: object) -> float | None:
-    return None if value is None else float(value)  # type: ignore[arg-type]
+def _optional_float(value: SupportsFloat | None) -> float | None:
+    return None if value is None else float(value)
 
 
-def _float_row(row: Mapping[str, object]) -> dict[str, float]:
-    return {str(key): float(value) for key, value in row.items()}  # type: ignore[arg-type]
+def _float_row(row: Mapping[str, SupportsFloat]) -> dict[str, float]:
+    return {str(key): float(value) for key, value in row.items()}
 
 
 def _bump(rows: dict, source: object, item: int, amount: float) -> None:
@@ -500,6 +505,6 @@ class _Pending:
                 _scale_map(row, factor)
 
 
-def _scale_map(values: Mapping, factor: float) -> None:
+def _scale_map(values: MutableMapping[Any, float], factor: float) -> None:
     for key in values:
-        values[key] *= factor  # type: ignore[index]
+        values[key] *= factor

@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -401,7 +401,7 @@ class Engine(SharedState):
         if not with_interest:
             return
         started = time.perf_counter()
-        points = np.stack([u.interest for u in with_interest])  # type: ignore[misc]
+        points = np.stack([cast(np.ndarray, u.interest) for u in with_interest])
         times = np.array([u.window.newest_ts for u in with_interest], np.float64)
         labels = self.clusterer.learn_many(points, times)
         centroid_of = getattr(self.clusterer, "centroid", None)

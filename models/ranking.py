@@ -36,6 +36,7 @@ import numpy as np
 
 from models.collaborative import CollaborativeCounts, dense_rows
 from models.settings import EngineSettings
+from models.top_k import top_k_indices
 
 __all__ = [
     "SOURCES",
@@ -380,11 +381,17 @@ class HybridRanker:
         total[~allowed] = -np.inf
         k = min(k, width)
         top = np.argpartition(-total, k - 1, axis=1)[:, :k] if k else np.zeros((n_rows, 0), int)
+        # argpartition picks arbitrarily among items tied at the k-th score; rows with such a
+        # tie are ranked again by models/top_k.py's one rule (score, then lower item index).
+        kth = np.take_along_axis(total, top, axis=1).min(axis=1, initial=np.inf)
+        tied = (total >= kth[:, None]).sum(axis=1) > k
         results: list[list[RankedItem]] = []
         for row in range(n_rows):
-            cand = top[row][np.isfinite(total[row, top[row]])]
-            items = columns.items[row, cand]
-            cand = cand[np.lexsort((items, -total[row, cand]))]
+            if tied[row] and np.isfinite(kth[row]):
+                cand = top_k_indices(total[row], k, labels=columns.items[row])
+            else:
+                cand = top[row][np.isfinite(total[row, top[row]])]
+                cand = cand[np.lexsort((columns.items[row, cand], -total[row, cand]))]
             results.append(
                 [
                     RankedItem(int(i), float(total[row, c]), SOURCES[source[row, c]])
@@ -443,6 +450,10 @@ class HybridRanker:
                 yield 6, np.where(inside, values[np.where(inside, items, 0)], 0.0)
 
 
+def _facets(request: RankingRequest) -> np.ndarray:
+    return request.facets if request.facets is not None else np.zeros((0, 0), np.float32)
+
+
 @dataclass(slots=True)
 class _Similarities:
     content: np.ndarray | None = None
@@ -464,7 +475,7 @@ def _vector_similarities(
     n_rows = len(requests)
     dim = item_vectors.shape[1]
     out = _Similarities()
-    facet_counts = [len(requests[row].facets) for row in with_facets]  # type: ignore[arg-type]
+    facet_counts = [len(_facets(requests[row])) for row in with_facets]
     out.facet_owners = np.repeat(np.asarray(with_facets, np.int64), facet_counts)
     if columns.shared:
         vectors_t = item_vectors.T
