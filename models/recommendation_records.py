@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
+from models.clustering.cluster_messages import PROVISIONAL_ID_START
 from models.contracts import (
     BehaviourEvent,
     ClusterInfo,
@@ -28,6 +29,12 @@ class _Clustered(Protocol):
     cluster_similarity: float | None
 
 
+def _shown(cluster: int | None) -> int | None:
+    """A cluster id as users see it: a worker's provisional id (not yet numbered by the
+    model agent) never leaves the worker; until then the user shows no cluster."""
+    return cluster if cluster is not None and cluster < PROVISIONAL_ID_START else None
+
+
 def recommendation_records(
     targets: Sequence[BehaviourEvent],
     users: Mapping[str, _Clustered],
@@ -43,14 +50,15 @@ def recommendation_records(
     parts: dict[str, tuple[ClusterInfo, list[RecommendedItem]]] = {}
     for user_id, ranked_items in ranked.items():
         u = users[user_id]
-        similarity = u.cluster_similarity
+        cluster, previous = _shown(u.cluster), _shown(u.previous_cluster)
+        similarity = u.cluster_similarity if cluster is not None else None
         parts[user_id] = (
             trusted(
                 ClusterInfo,
-                id=u.cluster,
+                id=cluster,
                 similarity=round(similarity, 6) if similarity is not None else None,
-                previous=u.previous_cluster,
-                label=None if u.cluster is None else labels.get(u.cluster),
+                previous=previous,
+                label=None if cluster is None else labels.get(cluster),
             ),
             [
                 trusted(

@@ -412,3 +412,6 @@ def test_interest_events_report_cluster_births_and_user_moves(shop_run: dict) ->
     moves = [e for _, e in events if e.kind == "moved"]
     users = {e.user_id for e in SHOP.events}
     assert all(m.user_id in users and m.items for m in moves)
+    for _, rec in recommendations_of(shop_run["recommendations"]):
+        assert rec.cluster.id is None or rec.cluster.id < PROVISIONAL_ID_START
+        assert rec.cluster.previous is None or rec.cluster.previous < PROVISIONAL_ID_START
