@@ -50,15 +50,15 @@ def recommendation_records(
     parts: dict[str, tuple[ClusterInfo, list[RecommendedItem]]] = {}
     for user_id, ranked_items in ranked.items():
         u = users[user_id]
-        cluster, previous = _shown(u.cluster), _shown(u.previous_cluster)
-        similarity = u.cluster_similarity if cluster is not None else None
+        shown, previous = _shown(u.cluster), _shown(u.previous_cluster)
+        similarity = u.cluster_similarity if shown is not None else None
         parts[user_id] = (
             trusted(
                 ClusterInfo,
-                id=cluster,
+                id=shown,
                 similarity=round(similarity, 6) if similarity is not None else None,
                 previous=previous,
-                label=None if cluster is None else labels.get(cluster),
+                label=None if shown is None else labels.get(shown),
             ),
             [
                 trusted(
