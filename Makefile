@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test bench chaos lint fmt clean k8s-tools
+.PHONY: setup demo test bench chaos lint fmt clean k8s-tools browser
 
 setup: $(STAMP)
 
@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(VENV)/bin/driftrec demo
 
 # The tests talk to a real broker: start it first, stop it after, also on failure.
-test: $(STAMP) k8s-tools
+test: $(STAMP) k8s-tools browser
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	bash deploy/kafka/kafka.sh up
@@ -51,6 +51,15 @@ k8s-tools:
 	     GOBIN=$(CURDIR)/.cache/bin go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION); then :; \
 	else echo "warning: found and installed neither kubectl nor kustomize;" \
 	     "the manifest tests will skip" >&2; fi
+
+# The console test drives a real headless Chromium: Debian's chromium and chromium-driver
+# (no browser downloads here); without apt-get the test says why it skips.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq chromium chromium-driver) >/dev/null 2>&1; then :; \
+	else echo "warning: could not install chromium/chromium-driver;" \
+	     "the console browser test will skip" >&2; fi
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -171,6 +171,7 @@ async def events_agent(
                 on_retry=functools.partial(_publish_failed, len(moves)),
             )
         await dead_letters.send(outcome.dead_letters)
+        runtime.console.lag = backlog() if backlog is not None else 0
         runtime.observe_sent(outcome)
         if hold_acks and not runtime.stopping:
             runtime.hold_acks(stream, batch)

@@ -30,6 +30,10 @@ def demo(
     seed: Annotated[int, typer.Option()] = 0,
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    serve: Annotated[
+        int | None, typer.Option(help="Serve the live console on this port (0: any free).")
+    ] = None,
+    pace_s: Annotated[float, typer.Option(help="With --serve: seconds between batches.")] = 0.05,
 ) -> None:
     """Stream a synthetic shop with known interest drift through the engine and report."""
     from streams.demo import run_demo
@@ -44,6 +48,8 @@ def demo(
         batch_size=batch_size,
         progress=progress,
         console=console,
+        serve_port=serve,
+        pace_s=pace_s if serve is not None else 0.0,
     )
 
 

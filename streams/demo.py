@@ -26,6 +26,7 @@ from models.contracts import BehaviourEvent, Recommendation
 from models.engine import Engine
 from models.settings import EngineSettings
 from models.synthetic_shop import SyntheticShop, synthetic_shop
+from streams.console import ConsoleFeed, serve_console
 from streams.embedded import run_stream
 
 __all__ = ["DemoReport", "run_demo"]
@@ -71,8 +72,14 @@ def run_demo(
     batch_size: int = 64,
     progress: bool = True,
     console: Console | None = None,
+    serve_port: int | None = None,
+    pace_s: float = 0.0,
 ) -> DemoReport:
-    """Run the demo end to end and write its report; returns the figures."""
+    """Run the demo end to end and write its report; returns the figures.
+
+    With ``serve_port`` the live console (streams/console.py) is served while the
+    stream runs (``pace_s`` seconds between batches, to watch it) and afterwards
+    until interrupted."""
     console = console or Console()
     out_dir.mkdir(parents=True, exist_ok=True)
     data_dir = out_dir / "data"
@@ -97,9 +104,30 @@ def run_demo(
     )
     started = time.perf_counter()
     engine = Engine.build(settings)
+    feed = None
     try:
         engine.upsert_items(shop.items)
-        report = _stream(engine, shop, batch_size=batch_size, progress=progress, out_dir=out_dir)
+        if serve_port is not None:
+            feed = ConsoleFeed(engine)
+            server = serve_console(feed, port=serve_port)
+            console.print(f"live console: http://127.0.0.1:{server.server_address[1]}/console")
+        report = _stream(
+            engine,
+            shop,
+            batch_size=batch_size,
+            progress=progress,
+            out_dir=out_dir,
+            feed=feed,
+            pace_s=pace_s,
+        )
+        if feed is not None:
+            _print(console, report, shop)
+            console.print("console still served; Ctrl-C to stop")
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
     finally:
         engine.close()
     report.wall_s = time.perf_counter() - started
@@ -110,7 +138,14 @@ def run_demo(
 
 
 def _stream(
-    engine: Engine, shop: SyntheticShop, *, batch_size: int, progress: bool, out_dir: Path
+    engine: Engine,
+    shop: SyntheticShop,
+    *,
+    batch_size: int,
+    progress: bool,
+    out_dir: Path,
+    feed: ConsoleFeed | None = None,
+    pace_s: float = 0.0,
 ) -> DemoReport:
     report = DemoReport(start_ts=shop.events[0].ts if shop.events else 0.0)
     if shop.drift_ts:
@@ -124,7 +159,11 @@ def _stream(
     sample_every = max(1, len(shop.events) // 40)
 
     def on_batch(batch: list[BehaviourEvent], recs: list[Recommendation]) -> None:
-        report.interest_moves += sum(e.kind == "moved" for e in engine.pop_interest_events())
+        interest = engine.pop_interest_events()
+        report.interest_moves += sum(e.kind == "moved" for e in interest)
+        if feed is not None:
+            feed.observe(recs, interest, n_events=len(batch))
+            time.sleep(pace_s)
         for event in batch:
             previous = shown.get(event.user_id)
             if previous is not None:

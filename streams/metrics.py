@@ -12,6 +12,8 @@ Faust app's web server:
 ``/state``          JSON summary: model version, clusters, catalogue size …
 ``/state/counts``   collaborative counts by item id, decayed to ``?at=<ts>``
 ``/state/item``     what the catalogue holds for ``?id=<item id>``
+``/console``        the live console page (streams/console.py), over ``/console/data``
+                    and ``/console/user?id=<user id>``
 ==================  ==========================================================
 """
 
@@ -27,6 +29,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+
+from streams.console_page import PAGE
 
 if TYPE_CHECKING:
     from streams.runtime import WorkerRuntime
@@ -254,6 +258,20 @@ def register_web_views(app: Any, runtime: WorkerRuntime) -> None:
         except (KeyError, ValueError):
             return web.json({"error": "expected ?at=<event time, epoch seconds>"}, status=400)
         return web.json(runtime.engine.decayed_counts(at))
+
+    @app.page("/console")
+    async def console_page(web: Any, request: Any) -> Any:
+        return web.html(PAGE)
+
+    @app.page("/console/data")
+    async def console_data(web: Any, request: Any) -> Any:
+        return web.json(runtime.console.data())
+
+    @app.page("/console/user")
+    async def console_user(web: Any, request: Any) -> Any:
+        user_id = request.query.get("id", "")
+        found = runtime.console.user(user_id) if user_id else None
+        return web.json(found or {"error": f"no user {user_id!r}"}, status=200 if found else 404)
 
     @app.page("/state/item")
     async def item(web: Any, request: Any) -> Any:

@@ -30,6 +30,7 @@ from models.engine import Engine
 from models.interest_drift import lifecycle_event
 from models.record_parser import EventParser
 from models.remote_encoder import EncoderUnavailableError
+from streams.console import ConsoleFeed
 from streams.dead_letters import DeadLetter
 from streams.metrics import WorkerMetrics
 from streams.settings import WorkerSettings
@@ -111,6 +112,8 @@ class WorkerRuntime:
             raise ValueError("a worker's clusterer must have role='worker'")
         self.settings = settings
         self.engine = engine
+        #: What the live console (/console) shows: recent clusters, events, users.
+        self.console = ConsoleFeed(engine)
         self.parser = EventParser.from_settings(settings)
         self.window_store = window_store
         self.metrics = metrics
@@ -354,6 +357,7 @@ class WorkerRuntime:
 
     def observe_sent(self, outcome: EventsOutcome) -> None:
         """Count what was published and the end-to-end latency of each recommendation."""
+        self.console.observe(outcome.recommendations, outcome.interest_events)
         now = self.clock()
         self.metrics.recommendations_out.inc(len(outcome.recommendations))
         for timestamp in outcome.source_timestamps:

@@ -415,3 +415,16 @@ def test_interest_events_report_cluster_births_and_user_moves(shop_run: dict) ->
     for _, rec in recommendations_of(shop_run["recommendations"]):
         assert rec.cluster.id is None or rec.cluster.id < PROVISIONAL_ID_START
         assert rec.cluster.previous is None or rec.cluster.previous < PROVISIONAL_ID_START
+
+
+def test_the_console_of_a_worker(shop_run: dict) -> None:
+    """The worker serves the live console: its page, and its JSON with the clusters, their
+    labels and a user's last recommendations with reasons."""
+    worker: WorkerProcess = shop_run["worker"]
+    status, page = worker.get("/console")
+    assert status == 200
+    status, data = worker.get("/console/data")
+    assert status == 200 and data["events"] > 0 and data["clusters"]
+    user = SHOP.events[-1].user_id
+    status, found = worker.get(f"/console/user?id={user}")
+    assert status == 200 and found["recommendations"] and found["window"]
