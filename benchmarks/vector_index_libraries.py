@@ -1186,8 +1186,9 @@ is the only one with native float16/int8 storage that keeps recall@100 ≥ 0.95 
 `expansion_search` — for int8 only when the vectors are quantised before they reach it
 (`i8 rounded`: `rint(x·127·3)`; usearch's own float→int8 conversion truncates `x·127`, which
 leaves a 384-d unit vector's components, σ ≈ 0.05, a handful of levels and caps recall@10
-near 0.92 however deep the search; driftrec's `models/vector_index.py` rounds this way) — its `remove()` really frees the slot (no memory growth under update
-churn, deleted keys never come back), and it saves/loads/memory-maps a single file. Its one
+near 0.92 however deep the search; driftrec's `models/vector_index.py` rounds this way) —
+its `remove()` really frees the slot (no memory growth under update churn, deleted keys never
+come back), and it saves/loads/memory-maps a single file. Its one
 sharp edge: `add()` refuses a key it already holds, so an update is `remove(keys)` then
 `add(keys, vectors)`. hnswlib and voyager (hnswlib inside) are close on recall but slower to
 build and only hide deleted items (`mark_deleted`, one call per key); voyager's `Float8` is a

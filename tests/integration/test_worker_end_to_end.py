@@ -107,7 +107,16 @@ def shop_run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> 
     """A worker fed the shop's catalogue, then its events with the broken records among them."""
     prefix, app_id = unique_names("e2e")
     directory = tmp_path_factory.mktemp("e2e")
-    env = worker_env(kafka_bootstrap, prefix, app_id, directory / "data", top_k=TOP_K)
+    env = worker_env(
+        kafka_bootstrap,
+        prefix,
+        app_id,
+        directory / "data",
+        top_k=TOP_K,
+        # Business rules from settings (test_business_rules_over_kafka).
+        exclude_tags='["banned desks"]',
+        exclude_items='["desk5"]',
+    )
     worker = WorkerProcess(env, directory / "worker.log", name="e2e-worker")
     try:
         create_topics(kafka_bootstrap, prefix)
@@ -323,16 +332,24 @@ def test_business_rules_over_kafka(shop_run: dict) -> None:
         CatalogItem(item_id=f"desk{i}", title=f"Writing desk {i}", text=desk, tags=["desks"])
         for i in range(6)
     ]
+    # Ruled out by the worker's settings: a banned tag, a banned id.
+    desks.append(
+        CatalogItem(item_id="desk6", title="Writing desk 6", text=desk, tags=["Banned Desks"])
+    )
     produce(bootstrap, prefix + "items", json_records(desks, lambda i: i.item_id))
 
     def recommendable(item_id: str) -> bool | None:
         return worker.get(f"/state/item?id={item_id}")[1].get("recommendable")
 
     worker.wait_until(
-        lambda: all(recommendable(d.item_id) is True for d in desks),
+        lambda: (
+            all(recommendable(d.item_id) is True for d in desks[:5])
+            and all(recommendable(d.item_id) is False for d in desks[5:])
+        ),
         timeout_s=60,
         what="the desks in the catalogue",
     )
+    assert worker.get("/state/item?id=desk6")[1]["allowed_by_rules"] is False
     clock = BASE_TS + 60 * 86_400
 
     def answer(index: int, item_id: str, event: str = "view") -> list[str]:
@@ -361,6 +378,7 @@ def test_business_rules_over_kafka(shop_run: dict) -> None:
     first = answer(0, "desk0")
     offered = [d for d in first if d.startswith("desk")]
     assert len(offered) >= 3, first
+    assert not {"desk5", "desk6"} & set(first)
     # Unavailable: gone from the next list, and stays gone.
     gone = offered[0]
     produce(
@@ -386,7 +404,8 @@ def test_business_rules_over_kafka(shop_run: dict) -> None:
     # Dismissed by the user: hidden from the user's next lists.
     dismissed = offered[2]
     assert dismissed not in answer(4, dismissed, event="dismiss")
-    assert dismissed not in answer(5, "desk0")
+    last = answer(5, "desk0")
+    assert dismissed not in last and not {"desk5", "desk6"} & set(last)
 
 
 def test_interest_events_report_cluster_births_and_user_moves(shop_run: dict) -> None:
@@ -422,7 +441,7 @@ def test_the_console_of_a_worker(shop_run: dict) -> None:
     labels and a user's last recommendations with reasons."""
     worker: WorkerProcess = shop_run["worker"]
     status, page = worker.get("/console")
-    assert status == 200
+    assert status == 200 and "live console" in page
     status, data = worker.get("/console/data")
     assert status == 200 and data["events"] > 0 and data["clusters"]
     user = SHOP.events[-1].user_id
