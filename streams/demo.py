@@ -55,6 +55,10 @@ class DemoReport:
     drift_band: tuple[float, float] | None = None  #: 10th–90th percentile of drift times
     labels: dict[int, str] = field(default_factory=dict)  #: cluster labels (latest seen)
     interest_moves: int = 0  #: confirmed moves reported on interest-events
+    #: Drifting users whose move interest-events reported within 20 of their events after
+    #: the drift, and how many users drifted.
+    drift_reported: int = 0
+    drifting_users: int = 0
 
     @staticmethod
     def rate(hits: list[int]) -> float:
@@ -156,11 +160,27 @@ def _stream(
     user_topic: dict[str, str] = {}
     topic_of_event = {id(e): t for e, t in zip(shop.events, shop.event_topic, strict=True)}
     samples = _SampleCollector(shop)
+    # The event time of each drifting user's 20th event after the drift: a move reported
+    # by then counts as the drift caught (issue 15's check).
+    after_drift: dict[str, list[float]] = {}
+    for event in shop.events:
+        drift = shop.drift_ts.get(event.user_id)
+        if drift is not None and event.ts >= drift[0]:
+            after_drift.setdefault(event.user_id, []).append(event.ts)
+    deadline = {u: ts[min(19, len(ts) - 1)] for u, ts in after_drift.items()}
+    caught: set[str] = set()
+    report.drifting_users = len(deadline)
     sample_every = max(1, len(shop.events) // 40)
 
     def on_batch(batch: list[BehaviourEvent], recs: list[Recommendation]) -> None:
         interest = engine.pop_interest_events()
         report.interest_moves += sum(e.kind == "moved" for e in interest)
+        for move in interest:
+            user = move.user_id or ""
+            in_time = user in deadline and shop.drift_ts[user][0] <= move.ts <= deadline[user]
+            if move.kind == "moved" and in_time:
+                caught.add(user)
+        report.drift_reported = len(caught)
         if feed is not None:
             feed.observe(recs, interest, n_events=len(batch))
             time.sleep(pace_s)
@@ -268,6 +288,10 @@ def _print(console: Console, report: DemoReport, shop: SyntheticShop) -> None:
         table.add_row(f"  cluster {cluster}", label)
     table.add_row("users moving between clusters", f"{report.cluster_moves:,} moves")
     table.add_row("confirmed moves (interest-events)", f"{report.interest_moves:,}")
+    table.add_row(
+        "drifting users reported within 20 events",
+        f"{report.drift_reported} of {report.drifting_users}",
+    )
     table.add_row("ARI (user cluster vs current topic)", f"{report.ari_users_topics:.3f}")
     table.add_row(
         "HR@10 of shown lists, before drift", f"{report.rate(report.hits_before_drift):.3f}"
