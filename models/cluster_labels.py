@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from models.collaborative import CollaborativeCounts
+from models.contracts import InterestEvent
 from models.item_catalog import ItemCatalog
 from models.vector_index import ItemIndex
 
@@ -77,6 +78,7 @@ class ClusterLabeller:
         self.every = every
         self.labels: dict[int, str] = {}
         self._batches = 0
+        self._relabelled: list[InterestEvent] = []
 
     def due(self, clusters: Iterable[int]) -> bool:
         """Count a batch; whether the labels should be recomputed now."""
@@ -90,6 +92,7 @@ class ClusterLabeller:
         catalog: ItemCatalog,
         counts: CollaborativeCounts,
         index: ItemIndex | None,
+        t: float = 0.0,
     ) -> dict[int, str]:
         """Recompute for clusters ``ids`` with unit ``centroids`` from the engine's state:
         the index answers "nearest the centroid" when there is one, else one product."""
@@ -113,7 +116,20 @@ class ClusterLabeller:
             items, values = counts.cluster_popularity.row_arrays(c)
             order = np.argsort(-values, kind="stable")[:k]
             popular[c] = (items[order].tolist(), values[order].tolist())
-        return self.refresh(nearest, popular, catalog.tags_of, catalog.tag_df, len(catalog))
+        before = self.labels
+        labels = self.refresh(nearest, popular, catalog.tags_of, catalog.tag_df, len(catalog))
+        self._relabelled += [
+            InterestEvent(kind="relabelled", ts=t, cluster=c, label=label, model_version=0)
+            for c, label in sorted(labels.items())
+            if before.get(c) != label
+        ]
+        return labels
+
+    def pop_relabelled(self, model_version: int) -> list[InterestEvent]:
+        """``relabelled`` interest events since the last call: a cluster got its first
+        label, or its label changed as it drifted."""
+        events, self._relabelled = self._relabelled, []
+        return [e.model_copy(update={"model_version": model_version}) for e in events]
 
     def refresh(
         self,

@@ -275,7 +275,8 @@ class InterestEvent(BaseModel):
     cosine ``similarity`` to its centroid), confirmed by the user's last
     ``DRIFTREC_INTEREST_EVENT_CONFIRM`` assignments; ``items`` are the user's most
     recent items, the ones that moved them. ``born`` / ``retired``: ``cluster``
-    appeared / decayed away; ``merged``: ``cluster`` was folded ``into`` another.
+    appeared / decayed away; ``merged``: ``cluster`` was folded ``into`` another;
+    ``relabelled``: ``cluster`` got its first ``label`` or a new one as it drifted.
     ``ts`` is event time.
 
     >>> InterestEvent(kind="moved", ts=5.0, user_id="u1", cluster=7, previous=3,
@@ -287,7 +288,7 @@ class InterestEvent(BaseModel):
 
     model_config = _STRICT
 
-    kind: Literal["moved", "born", "merged", "retired"]
+    kind: Literal["moved", "born", "merged", "retired", "relabelled"]
     ts: float
     user_id: str | None = None
     cluster: int

@@ -221,13 +221,7 @@ class Engine(SharedState):
 
     @staticmethod
     def make_clusterer(settings: EngineSettings) -> DecayingCentroids:
-        return DecayingCentroids(
-            half_life_s=settings.cluster_half_life_s,
-            k_max=settings.cluster_k_max,
-            new_threshold=settings.cluster_new_threshold,
-            merge_threshold=settings.cluster_merge_threshold,
-            retire_weight=settings.cluster_retire_weight,
-        )
+        return DecayingCentroids.from_settings(settings)
 
     def close(self) -> None:
         if self.index is not None and self.persist_index:
@@ -335,21 +329,25 @@ class Engine(SharedState):
             model_version=self.model_version,
         )
 
-    def cluster_labels(self, wanted: Iterable[int | None] = ()) -> dict[int, str]:
+    def cluster_labels(
+        self, wanted: Iterable[int | None] = (), *, t: float = 0.0
+    ) -> dict[int, str]:
         """The live clusters' labels (models/cluster_labels.py), recomputed every few
-        batches and whenever a cluster in ``wanted`` has none yet."""
+        batches (event time ``t``) and whenever a cluster in ``wanted`` has none yet."""
         centroids = getattr(self.clusterer, "centroids", None)
         if centroids is None or not self.labeller.due(c for c in wanted if c is not None):
             return self.labeller.labels
         ids, unit = centroids()
         index = self.catalogue_index.index
-        return self.labeller.refresh_from(ids.tolist(), unit, self.catalog, self.counts, index)
+        return self.labeller.refresh_from(ids.tolist(), unit, self.catalog, self.counts, index, t)
 
     def pop_interest_events(self) -> list[InterestEvent]:
         """The interest events since the last call (users' moves; cluster births, merges and
         retirements where this engine numbers the clusters), oldest first."""
         events, self._interest_events = self._interest_events, []
-        return with_labels(events, self.labeller.labels)
+        return with_labels(events, self.labeller.labels) + self.labeller.pop_relabelled(
+            self.model_version
+        )
 
     def _window_vectors(self, u: UserState) -> tuple[np.ndarray, np.ndarray]:
         """The window's item vectors ``[n, d]`` and pooling weights ``[n]`` (kept on ``u``)."""
@@ -591,7 +589,7 @@ class Engine(SharedState):
             users,
             ranked,
             self.catalog.id_of,
-            labels=self.cluster_labels(u.cluster for u in users.values()),
+            labels=self.cluster_labels((u.cluster for u in users.values()), t=targets[-1].ts),
             emitted_at=emitted_at,
             latency_ms=latency_ms,
             model_version=self.model_version,

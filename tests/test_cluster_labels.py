@@ -35,3 +35,20 @@ def test_labels_name_the_planted_topics(tmp_path, minilm_encoder):
     # Frozen text vectors put some topics together (issue 12): most, not all, are named.
     assert len(named) >= 0.5 * len(clusters_of_topic), (named, labels)
     engine.close()
+
+
+def test_clusters_are_relabelled_as_interest_events(tmp_path, minilm_encoder):
+    shop = synthetic_shop(
+        n_users=40, items_per_topic=12, events_per_user=20, n_topics=6, drift_share=0.5, seed=2
+    )
+    engine = Engine.build(EngineSettings(data_dir=tmp_path / "data"), encoder=minilm_encoder)
+    engine.upsert_items(shop.items)
+    relabelled = []
+    for start in range(0, len(shop.events), 64):
+        engine.process(shop.events[start : start + 64])
+        relabelled += [e for e in engine.pop_interest_events() if e.kind == "relabelled"]
+    assert relabelled and all(e.label for e in relabelled)
+    latest = {e.cluster: e.label for e in relabelled}
+    assert latest == {c: v for c, v in engine.cluster_labels().items() if c in latest}
+    assert all(e.ts >= shop.events[0].ts for e in relabelled)
+    engine.close()

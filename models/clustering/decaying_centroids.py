@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from models.clustering.cluster_messages import (
     _unit_rows,
 )
 from models.forward_decay import RESCALE_AFTER_HALF_LIVES, decay_factor
+
+if TYPE_CHECKING:
+    from models.settings import EngineSettings
 
 __all__ = ["DecayingCentroids"]
 
@@ -172,6 +175,18 @@ class DecayingCentroids(CentroidFederation):
         "chunk_size",
         "maintenance_every",
     )
+
+    @classmethod
+    def from_settings(cls, settings: EngineSettings, role: Role = "authority") -> DecayingCentroids:
+        """The clusterer as the engine's ``cluster_*`` settings configure it."""
+        return cls(
+            half_life_s=settings.cluster_half_life_s,
+            k_max=settings.cluster_k_max,
+            new_threshold=settings.cluster_new_threshold,
+            merge_threshold=settings.cluster_merge_threshold,
+            retire_weight=settings.cluster_retire_weight,
+            role=role,
+        )
 
     def __init__(
         self,
