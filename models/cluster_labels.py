@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from models.clustering.cluster_messages import PROVISIONAL_ID_START
 from models.collaborative import CollaborativeCounts
 from models.contracts import InterestEvent
 from models.item_catalog import ItemCatalog
@@ -96,6 +97,10 @@ class ClusterLabeller:
     ) -> dict[int, str]:
         """Recompute for clusters ``ids`` with unit ``centroids`` from the engine's state:
         the index answers "nearest the centroid" when there is one, else one product."""
+        # A worker's provisional clusters (not yet numbered by the model agent) get no
+        # label: their ids never leave the worker.
+        confirmed = [j for j, c in enumerate(ids) if c < PROVISIONAL_ID_START]
+        ids, centroids = [ids[j] for j in confirmed], centroids[confirmed]
         if not len(ids):
             self.labels = {}
             return self.labels
