@@ -59,6 +59,9 @@ class DemoReport:
     #: the drift, and how many users drifted.
     drift_reported: int = 0
     drifting_users: int = 0
+    #: Topics whose name is in the label of the cluster holding most of their users.
+    topics_named: list[str] = field(default_factory=list)
+    topics_followed: int = 0
 
     @staticmethod
     def rate(hits: list[int]) -> float:
@@ -231,6 +234,15 @@ def _stream(
         report.ari_users_topics = float(
             adjusted_rand_score([user_topic[u] for u in users], [user_cluster[u] for u in users])
         )
+    holders: dict[str, Counter] = {}
+    for u in users:
+        holders.setdefault(user_topic[u], Counter())[user_cluster[u]] += 1
+    report.topics_followed = len(holders)
+    report.topics_named = sorted(
+        topic
+        for topic, clusters in holders.items()
+        if topic in report.labels.get(clusters.most_common(1)[0][0], "")
+    )
     samples.write(out_dir / "sample-recommendations.jsonl")
     report.samples = samples.picked
     return report
@@ -284,6 +296,10 @@ def _print(console: Console, report: DemoReport, shop: SyntheticShop) -> None:
         f"{report.clusters_born} / {report.clusters_retired} / {report.clusters_merged}",
     )
     table.add_row("clusters alive at the end", str(report.final_clusters))
+    table.add_row(
+        "topics named by their cluster's label",
+        f"{len(report.topics_named)} of {report.topics_followed}",
+    )
     for cluster, label in sorted(report.labels.items())[:12]:
         table.add_row(f"  cluster {cluster}", label)
     table.add_row("users moving between clusters", f"{report.cluster_moves:,} moves")
