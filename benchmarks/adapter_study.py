@@ -70,6 +70,12 @@ DESIGNS: dict[str, Callable[[int], InterestAdapter]] = {
     "linear-128": lambda seed: InterestAdapter(dim=128, residual=False, seed=seed),
     "linear-64": lambda seed: InterestAdapter(dim=64, residual=False, seed=seed),
     "linear-128+residual": lambda seed: InterestAdapter(dim=128, residual=True, seed=seed),
+    "linear-128-dot": lambda seed: InterestAdapter(
+        dim=128, residual=False, cosine=False, seed=seed
+    ),
+    "linear-128+residual-dot": lambda seed: InterestAdapter(
+        dim=128, residual=True, cosine=False, seed=seed
+    ),
     "gru-128+residual": lambda seed: InterestAdapter(
         dim=128, residual=True, sequence="gru", seed=seed
     ),

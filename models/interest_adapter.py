@@ -22,7 +22,8 @@ item is placed from its text alone and can be recommended at once). A window
 
 where ``p`` is the position decay and :math:`h_n` a GRU's last state over the
 window (``U`` starts at 0, so the GRU starts as the pooled model). Scores are
-cosines, the engine's content signal: :math:`s(q, j) = \cos(q, z_j)/\tau`.
+cosines, the engine's content signal: :math:`s(q, j) = \cos(q, z_j)/\tau`
+(or, with ``cosine=False``, :math:`\hat q \cdot z_j / \tau`).
 
 Training, one mini-batch per :meth:`learn_many` call, in event-time order:
 each pair (window before → next item) is a sampled softmax over the batch's
@@ -78,6 +79,10 @@ class InterestAdapter:
         Adam learning rate of ``W`` and the GRU.
     residual_lr
         Adagrad learning rate of the residual rows.
+    cosine
+        Score items by cosine (unit item vectors); ``False``: by inner product with the
+        unit query, which an index over ``[x_j, e_j]`` queried with ``[Wᵀq, q]``
+        reproduces exactly (:meth:`transform` and :meth:`item_matrix` then skip the norm).
     seed
         Seeds the initialisation and the negative sampling.
 
@@ -108,6 +113,7 @@ class InterestAdapter:
         n_negatives: int = 1024,
         lr: float = 3e-3,
         residual_lr: float = 0.05,
+        cosine: bool = True,
         seed: int = 0,
     ) -> None:
         if dim is not None and dim < 1:
@@ -127,6 +133,7 @@ class InterestAdapter:
         self.n_negatives = n_negatives
         self.lr = lr
         self.residual_lr = residual_lr
+        self.cosine = cosine
         self.seed = seed
         self._rows: dict[Hashable, int] = {}
         self._n = 0
@@ -158,6 +165,7 @@ class InterestAdapter:
             "n_negatives",
             "lr",
             "residual_lr",
+            "cosine",
             "seed",
         ]
         return {name: getattr(self, name) for name in names}
@@ -248,7 +256,7 @@ class InterestAdapter:
         z_context = z[inverse[: padded.numel()]].view(*padded.shape, -1)
         z_candidates = z[inverse[padded.numel() :]]
         query = self._query(z_context, lengths)
-        logits = _unit_t(query) @ _unit_t(z_candidates).T / self.temperature
+        logits = _unit_t(query) @ self._item_norm(z_candidates).T / self.temperature
         share = (self._counts[candidates] + 1.0) / (self._counts.sum() + n)
         log_q = torch.log(self.n_negatives / n + batch * share).float()
         logits = logits - log_q
@@ -272,7 +280,7 @@ class InterestAdapter:
     def transform(
         self, vectors: np.ndarray, item_ids: Sequence[Hashable] | None = None
     ) -> np.ndarray:
-        """Frozen vectors → adapted unit vectors; known ``item_ids`` get their residual."""
+        """Frozen vectors → adapted vectors (unit if ``cosine``); known ids get their residual."""
         x = torch.from_numpy(_unit(np.asarray(vectors, np.float32)))
         with torch.no_grad():
             z = self._map(x)
@@ -281,12 +289,12 @@ class InterestAdapter:
                 if known:
                     at, rows = (torch.tensor(c) for c in zip(*known, strict=True))
                     z[at] += self._e[rows]
-            return _unit_t(z).numpy()
+            return self._item_norm(z).numpy()
 
     def item_matrix(self) -> np.ndarray:
-        """Adapted unit vectors of every known item, ``[n_items, d]``, in catalogue-row order."""
+        """Adapted vectors of every known item, ``[n_items, d]``, in catalogue-row order."""
         with torch.no_grad():
-            return _unit_t(self._map(self._x[: self._n]) + self._e[: self._n]).numpy()
+            return self._item_norm(self._map(self._x[: self._n]) + self._e[: self._n]).numpy()
 
     def transform_queries(self, contexts: Sequence[Sequence[Hashable]]) -> np.ndarray:
         """Windows (oldest first) → unit query vectors ``[B, d]``; zeros for an empty window."""
@@ -362,6 +370,9 @@ class InterestAdapter:
         self._e = torch.cat([self._e.reshape(capacity, d), torch.zeros(new - capacity, d)])
         self._e_sq = torch.cat([self._e_sq.reshape(capacity, d), torch.zeros(new - capacity, d)])
         self._counts = torch.cat([self._counts, torch.zeros(new - capacity, dtype=torch.float64)])
+
+    def _item_norm(self, z: torch.Tensor) -> torch.Tensor:
+        return _unit_t(z) if self.cosine else z
 
     def _map(self, x: torch.Tensor) -> torch.Tensor:
         return x if self._w is None else self._w(x)
