@@ -17,13 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from models.clustering.cluster_messages import PROVISIONAL_ID_START, ClusterEvent
 from models.contracts import InterestEvent
-
-if TYPE_CHECKING:
-    from models.user_state import UserState
+from models.user_window import UserWindow
 
 __all__ = ["DriftState", "lifecycle_event", "moved_events", "with_labels"]
 
@@ -89,8 +87,18 @@ class DriftState:
         return move
 
 
+class _Tracked(Protocol):
+    """What :func:`moved_events` reads of a user (models/user_state.py's UserState)."""
+
+    user_id: str
+    window: UserWindow
+    cluster: int | None
+    cluster_similarity: float | None
+    drift: DriftState
+
+
 def moved_events(
-    states: Sequence[UserState],
+    states: Sequence[_Tracked],
     centroid_of: Callable[[int], Any] | None,
     *,
     confirm: int,
