@@ -135,7 +135,7 @@ def run_method(method: Method, stream: DriftStream) -> dict[str, Any]:
     model = method.make(stream)
     with threadpool_limits(1):
         started = time.perf_counter()
-        labels = model.learn_many(X, t)
+        labels = model.learn_predict_many(X, t)
         seconds = time.perf_counter() - started
         position = np.arange(len(index)) / len(index)
         first, last = position < 0.5, position >= 0.75

@@ -401,7 +401,7 @@ class Engine(SharedState):
         started = time.perf_counter()
         points = np.stack([cast(np.ndarray, u.interest) for u in with_interest])
         times = np.array([u.window.newest_ts for u in with_interest], np.float64)
-        labels = self.clusterer.learn_many(points, times)
+        labels = self.clusterer.learn_predict_many(points, times)
         centroid_of = getattr(self.clusterer, "centroid", None)
         for u, label, point in zip(with_interest, labels.tolist(), points, strict=True):
             u.cluster = None if label < 0 else int(label)

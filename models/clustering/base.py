@@ -1,15 +1,17 @@
 """The interface every driftrec clusterer offers, ours and River's alike.
 
-A clusterer places vectors in clusters as they stream past, River-style:
-``learn_one`` / ``predict_one`` for single points and vectorised
-``learn_many`` / ``predict_many`` for batches. Every call that learns takes
+A clusterer places vectors in clusters as they stream past, in River's
+vocabulary: ``learn_one`` / ``learn_many`` learn and return nothing,
+``predict_one`` / ``predict_many`` answer without learning, and
+``learn_predict_one`` / ``learn_predict_many`` do both at once — what the
+engine wants: the cluster each point joined as it was learned. Every call that learns takes
 the points' **event times** ``t`` (epoch seconds) and optional weights ``w``;
 a clusterer that has no use for them accepts and ignores them, so the engine
 can swap one clusterer for another without changing a line.
 
-Labels are plain ints. ``learn_*`` return the cluster each point was assigned
-to while it was learned (the prequential label); ``predict_*`` never change
-the model. ``predict_many`` marks "no cluster" with :data:`NO_CLUSTER` (-1),
+Labels are plain ints. ``learn_predict_*`` return the cluster each point was
+assigned to while it was learned (the prequential label); ``predict_*`` never
+change the model. ``predict_many`` marks "no cluster" with :data:`NO_CLUSTER` (-1),
 ``predict_one`` with ``None``.
 """
 
@@ -36,12 +38,20 @@ class Clusterer(Protocol):
     >>> clusterer = DecayingCentroids()
     >>> isinstance(clusterer, Clusterer)
     True
-    >>> label = clusterer.learn_one(np.array([1.0, 0.0, 0.0]), t=0.0)
+    >>> label = clusterer.learn_predict_one(np.array([1.0, 0.0, 0.0]), t=0.0)
     >>> clusterer.predict_one(np.array([0.9, 0.1, 0.0])) == label
     True
     """
 
-    def learn_one(self, x: np.ndarray, t: float, w: float = 1.0) -> int:
+    def learn_one(self, x: np.ndarray, t: float, w: float = 1.0) -> None:
+        """Learn one point seen at event time ``t`` with weight ``w`` (returns nothing)."""
+        ...
+
+    def learn_many(self, X: np.ndarray, t: np.ndarray | float, w: np.ndarray | None = None) -> None:
+        """Learn the rows of ``X`` in order (returns nothing)."""
+        ...
+
+    def learn_predict_one(self, x: np.ndarray, t: float, w: float = 1.0) -> int:
         """Learn one point seen at event time ``t`` with weight ``w``; return its cluster."""
         ...
 
@@ -49,7 +59,7 @@ class Clusterer(Protocol):
         """Cluster of ``x`` without learning it; ``None`` when there is no cluster."""
         ...
 
-    def learn_many(
+    def learn_predict_many(
         self, X: np.ndarray, t: np.ndarray | float, w: np.ndarray | None = None
     ) -> np.ndarray:
         """Learn the rows of ``X`` in order; return their clusters (int64, one per row)."""

@@ -270,7 +270,7 @@ class ClusterSnapshot:
     >>> import numpy as np
     >>> from models.clustering import DecayingCentroids
     >>> model = DecayingCentroids(half_life_s=10.0)
-    >>> model.learn_many(np.eye(3), t=[0.0, 0.0, 10.0]).tolist()
+    >>> model.learn_predict_many(np.eye(3), t=[0.0, 0.0, 10.0]).tolist()
     [0, 1, 2]
     >>> snap = ClusterSnapshot.from_bytes(model.snapshot().to_bytes())
     >>> snap.ids.tolist(), snap.decayed(10.0)[1].tolist()

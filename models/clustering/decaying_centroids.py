@@ -63,7 +63,7 @@ class DecayingCentroids(CentroidFederation):
     ``merge_threshold`` merge (the heavier keeps its id; the lighter's sums are
     added to it). Ids are ints that only grow and are never reused.
 
-    ``learn_many`` is vectorised: points are taken in chunks of ``chunk_size``
+    ``learn_predict_many`` is vectorised: points are taken in chunks of ``chunk_size``
     and assigned by one matrix product against the centroids as of the start
     of the chunk; points that would open a cluster are then handled in order,
     so that the second point of a new interest inside the same chunk joins the
@@ -100,10 +100,10 @@ class DecayingCentroids(CentroidFederation):
     retire_weight
         Decayed weight under which a cluster retires.
     chunk_size
-        Points assigned per matrix product in ``learn_many``.
+        Points assigned per matrix product in ``learn_predict_many``.
     maintenance_every
         Points learned between retirement / merge checks (authority only; the
-        check runs at the end of a ``learn_many`` chunk, so the interval is
+        check runs at the end of a ``learn_predict_many`` chunk, so the interval is
         never shorter than ``chunk_size`` points for large batches).
     role
         ``"authority"`` (default; single process or model agent) or ``"worker"``.
@@ -132,11 +132,11 @@ class DecayingCentroids(CentroidFederation):
     ...     return np.asarray(direction, float) + 0.1 * rng.normal(size=(n, 3))
     >>> day = 86_400.0
     >>> model = DecayingCentroids(half_life_s=day, maintenance_every=10)
-    >>> model.learn_many(near([1, 0, 0], 10), t=np.linspace(0, day, 10)).tolist()
+    >>> model.learn_predict_many(near([1, 0, 0], 10), t=np.linspace(0, day, 10)).tolist()
     [0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
-    >>> model.learn_many(near([0, 1, 0], 10), t=np.linspace(0, 8 * day, 10)).tolist()
+    >>> model.learn_predict_many(near([0, 1, 0], 10), t=np.linspace(0, 8 * day, 10)).tolist()
     [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]
-    >>> model.learn_many(near([0, 0, 1], 10), t=np.linspace(8 * day, 9 * day, 10)).tolist()
+    >>> model.learn_predict_many(near([0, 0, 1], 10), t=np.linspace(8 * day, 9 * day, 10)).tolist()
     [2, 2, 2, 2, 2, 2, 2, 2, 2, 2]
     >>> model.ids.tolist()
     [1, 2]
@@ -150,7 +150,7 @@ class DecayingCentroids(CentroidFederation):
     A worker starts from the authority's snapshot, learns, and sends a delta back:
 
     >>> worker = DecayingCentroids.from_snapshot(model.snapshot(), role="worker")
-    >>> worker.learn_many(near([0, 0, 1], 5), t=9 * day).tolist()
+    >>> worker.learn_predict_many(near([0, 0, 1], 5), t=9 * day).tolist()
     [2, 2, 2, 2, 2]
     >>> model.apply_delta(ClusterDelta.from_bytes(worker.pop_delta().to_bytes()))
     >>> model.version, model.weights(9 * day).round(2).tolist()
@@ -365,11 +365,21 @@ class DecayingCentroids(CentroidFederation):
 
     # ------------------------------------------------------------------ learning
 
-    def learn_one(self, x: np.ndarray, t: float, w: float = 1.0) -> int:
-        """Learn ``x`` seen at event time ``t`` with weight ``w``; return its cluster id."""
-        return int(self.learn_many(np.asarray(x).reshape(1, -1), t, w)[0])
+    def learn_one(self, x: np.ndarray, t: float, w: float = 1.0) -> None:
+        """Learn ``x`` seen at event time ``t`` (River's ``learn_one``: returns nothing)."""
+        self.learn_predict_one(x, t, w)
 
     def learn_many(
+        self, X: np.ndarray, t: np.ndarray | float, w: np.ndarray | float | None = None
+    ) -> None:
+        """Learn the rows of ``X`` in order (River's ``learn_many``: returns nothing)."""
+        self.learn_predict_many(X, t, w)
+
+    def learn_predict_one(self, x: np.ndarray, t: float, w: float = 1.0) -> int:
+        """Learn ``x`` seen at event time ``t`` with weight ``w``; return its cluster id."""
+        return int(self.learn_predict_many(np.asarray(x).reshape(1, -1), t, w)[0])
+
+    def learn_predict_many(
         self, X: np.ndarray, t: np.ndarray | float, w: np.ndarray | float | None = None
     ) -> np.ndarray:
         """Learn the rows of ``X`` in order; return the cluster each joined (int64).

@@ -18,13 +18,13 @@ class RiverClusterer:
     Each vector becomes River's feature dict ``{0: x_0, 1: x_1, ...}``. The
     event time ``t`` is accepted and ignored: River's clusterers keep their own
     clocks (KMeans has none; DBSTREAM, DenStream and CluStream count points).
-    The weight ``w`` is passed on to a ``learn_one`` that takes one (CluStream)
-    and ignored otherwise. ``learn_one`` returns the cluster the point is in
+    The weight ``w`` is passed on to a ``learn_predict_one`` that takes one (CluStream)
+    and ignored otherwise. ``learn_predict_one`` returns the cluster the point is in
     right after learning it (KMeans's ``learn_predict_one`` where available,
     which is exactly the cluster that moved). ``predict_one`` returns ``None``
     while the wrapped model has no clusters to offer (nothing learned yet,
     DenStream or CluStream still initialising, DBSTREAM with no strong
-    micro-cluster). ``learn_many`` / ``predict_many`` loop over the rows: River
+    micro-cluster). ``learn_predict_many`` / ``predict_many`` loop over the rows: River
     learns one point at a time, at about 600 points/s for 384-d KMeans.
 
     Parameters
@@ -39,7 +39,7 @@ class RiverClusterer:
     >>> kmeans = cluster.KMeans(n_clusters=3, halflife=0.5, mu=0, sigma=0.001, seed=1)
     >>> model = RiverClusterer(kmeans)
     >>> X = np.array([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1], [0.1, 0.9]])
-    >>> labels = model.learn_many(X, t=0.0)
+    >>> labels = model.learn_predict_many(X, t=0.0)
     >>> bool(labels[0] == labels[2] != labels[1] == labels[3])
     True
     >>> model.predict_one(np.array([1.0, 0.05])) == int(labels[0])
@@ -87,16 +87,26 @@ class RiverClusterer:
             return NO_CLUSTER
         return int(label)
 
-    def learn_one(self, x: np.ndarray, t: float, w: float = 1.0) -> int:
+    def learn_one(self, x: np.ndarray, t: float, w: float = 1.0) -> None:
+        """Learn ``x`` seen at event time ``t`` (River's ``learn_one``: returns nothing)."""
+        self.learn_predict_one(x, t, w)
+
+    def learn_many(
+        self, X: np.ndarray, t: np.ndarray | float, w: np.ndarray | float | None = None
+    ) -> None:
+        """Learn the rows of ``X`` in order (River's ``learn_many``: returns nothing)."""
+        self.learn_predict_many(X, t, w)
+
+    def learn_predict_one(self, x: np.ndarray, t: float, w: float = 1.0) -> int:
         """Learn ``x`` (``t`` ignored; ``w`` used where River takes it); return its cluster."""
-        return int(self.learn_many(np.asarray(x).reshape(1, -1), t, w)[0])
+        return int(self.learn_predict_many(np.asarray(x).reshape(1, -1), t, w)[0])
 
     def predict_one(self, x: np.ndarray) -> int | None:
         """Cluster of ``x`` from the wrapped model, ``None`` when it has none."""
         label = int(self.predict_many(np.asarray(x).reshape(1, -1))[0])
         return None if label == NO_CLUSTER else label
 
-    def learn_many(
+    def learn_predict_many(
         self, X: np.ndarray, t: np.ndarray | float, w: np.ndarray | float | None = None
     ) -> np.ndarray:
         """Learn the rows of ``X`` one by one; return each one's cluster (int64)."""

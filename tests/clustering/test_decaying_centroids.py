@@ -37,7 +37,7 @@ def seeded_snapshot(points_each: int = 50) -> ClusterSnapshot:
     rng = np.random.default_rng(0)
     for k in range(N_SEEDED):
         X = direction(k) + 0.01 * rng.normal(size=(points_each, DIM))
-        model.learn_many(X, T0)
+        model.learn_predict_many(X, T0)
     snapshot = model.snapshot()
     assert snapshot.ids.tolist() == list(range(N_SEEDED))
     return snapshot
@@ -67,7 +67,7 @@ def test_defaults_are_the_engine_settings() -> None:
 
 def test_weight_halves_every_half_life() -> None:
     model = DecayingCentroids(half_life_s=H)
-    model.learn_one(direction(0), t=T0, w=2.0)
+    model.learn_predict_one(direction(0), t=T0, w=2.0)
     assert model.weights(T0).tolist() == [2.0]
     assert model.weights(T0 + H).tolist() == [1.0]
     assert model.weights(T0 + 3 * H).tolist() == [0.25]
@@ -80,9 +80,9 @@ def test_order_of_points_does_not_change_the_sums() -> None:
     t = T0 + rng.uniform(0, 5 * H, size=300)
     w = rng.uniform(0.5, 3.0, size=300)
     in_order, shuffled = (DecayingCentroids.from_snapshot(SEEDED) for _ in range(2))
-    assert in_order.learn_many(X, t, w).tolist() == labels.tolist()
+    assert in_order.learn_predict_many(X, t, w).tolist() == labels.tolist()
     perm = rng.permutation(300)
-    assert shuffled.learn_many(X[perm], t[perm], w[perm]).tolist() == labels[perm].tolist()
+    assert shuffled.learn_predict_many(X[perm], t[perm], w[perm]).tolist() == labels[perm].tolist()
     for a, b in zip(stats_at(in_order, T0 + 5 * H), stats_at(shuffled, T0 + 5 * H), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-10)
 
@@ -90,7 +90,7 @@ def test_order_of_points_does_not_change_the_sums() -> None:
 def test_landmark_moves_before_the_exponent_overflows() -> None:
     model = DecayingCentroids(half_life_s=1.0, chunk_size=7)
     t = np.arange(0.0, 2001.0)  # 2000 half-lives: 2^2000 would overflow a float64
-    model.learn_many(np.tile(direction(0), (len(t), 1)), t)
+    model.learn_predict_many(np.tile(direction(0), (len(t), 1)), t)
     assert model.landmark is not None and model.landmark > 1000.0
     (weight,) = model.weights(2000.0)
     assert math.isclose(weight, 2.0, rel_tol=1e-9)  # sum of 2^-k, k = 0..2000
@@ -99,7 +99,7 @@ def test_landmark_moves_before_the_exponent_overflows() -> None:
 
 def test_centroids_are_unit_directions() -> None:
     model = DecayingCentroids(half_life_s=H)
-    model.learn_many(np.array([[3.0, 0.0, 0.0], [2.0, 0.2, 0.0], [0.0, 0.0, 5.0]]), T0)
+    model.learn_predict_many(np.array([[3.0, 0.0, 0.0], [2.0, 0.2, 0.0], [0.0, 0.0, 5.0]]), T0)
     ids, centroids = model.centroids()
     assert ids.tolist() == [0, 1]
     np.testing.assert_allclose(np.linalg.norm(centroids, axis=1), 1.0, rtol=1e-6)
@@ -112,7 +112,7 @@ def test_prediction_edge_cases() -> None:
     assert model.predict_many(np.ones((2, 3))).tolist() == [NO_CLUSTER, NO_CLUSTER]
     ids, sims = model.similarities(np.ones((2, 3)))
     assert ids.shape == (0,) and sims.shape == (2, 0)
-    model.learn_many(np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), T0)
+    model.learn_predict_many(np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), T0)
     rows = np.array([[0.0, 0.0, 0.0], [np.nan, 1.0, 0.0], [0.2, 1.0, 0.0], [0.0, 0.0, 1.0]])
     assert model.predict_many(rows).tolist() == [NO_CLUSTER, NO_CLUSTER, 1, 0]
     ids, sims = model.similarities(np.array([[2.0, 0.0, 0.0]]))
@@ -122,11 +122,11 @@ def test_prediction_edge_cases() -> None:
 def test_learning_rejects_what_it_cannot_place() -> None:
     model = DecayingCentroids()
     with pytest.raises(ValueError, match="all zeros or not finite"):
-        model.learn_many(np.array([[1.0, 0.0], [0.0, 0.0]]), T0)
+        model.learn_predict_many(np.array([[1.0, 0.0], [0.0, 0.0]]), T0)
     with pytest.raises(ValueError, match="event times must be finite"):
-        model.learn_one(np.array([1.0, 0.0]), t=float("nan"))
+        model.learn_predict_one(np.array([1.0, 0.0]), t=float("nan"))
     with pytest.raises(ValueError, match="shape"):
-        model.learn_many(np.ones((3, 2)), t=np.ones(2))
+        model.learn_predict_many(np.ones((3, 2)), t=np.ones(2))
     with pytest.raises(ValueError, match="new_threshold < merge_threshold"):
         DecayingCentroids(new_threshold=0.9, merge_threshold=0.5)
 
@@ -139,18 +139,18 @@ def test_two_new_interests_inside_one_chunk_open_two_clusters() -> None:
     truth = rng.integers(0, 2, size=200)
     X = np.eye(DIM)[truth] + 0.3 * rng.normal(size=(200, DIM)) / math.sqrt(DIM)
     model = DecayingCentroids()
-    labels = model.learn_many(X, T0 + np.arange(200.0))
+    labels = model.learn_predict_many(X, T0 + np.arange(200.0))
     assert model.n_clusters == 2
     assert labels.tolist() == np.where(truth == truth[0], 0, 1).tolist()
 
 
 def test_ids_only_grow_and_are_never_reused() -> None:
     model = DecayingCentroids(half_life_s=H, maintenance_every=1)
-    assert model.learn_many(np.stack([direction(0), direction(1)]), T0).tolist() == [0, 1]
+    assert model.learn_predict_many(np.stack([direction(0), direction(1)]), T0).tolist() == [0, 1]
     # Cluster 0 gets nothing for 10 half-lives: its weight 2^-10 < 0.05 and it retires.
-    model.learn_one(direction(1), t=T0 + 10 * H)
+    model.learn_predict_one(direction(1), t=T0 + 10 * H)
     assert model.ids.tolist() == [1]
-    assert model.learn_one(direction(0), t=T0 + 10 * H) == 2
+    assert model.learn_predict_one(direction(0), t=T0 + 10 * H) == 2
     events = [(e.kind, e.cluster_id) for e in model.pop_events()]
     assert events == [("born", 0), ("born", 1), ("retired", 0), ("born", 2)]
     assert model.pop_events() == []
@@ -158,30 +158,30 @@ def test_ids_only_grow_and_are_never_reused() -> None:
 
 def test_at_k_max_only_a_cluster_weaker_than_the_point_is_replaced() -> None:
     model = DecayingCentroids(half_life_s=H, k_max=2)
-    model.learn_many(np.stack([direction(0), direction(1)]), T0, w=np.array([1.0, 10.0]))
+    model.learn_predict_many(np.stack([direction(0), direction(1)]), T0, w=np.array([1.0, 10.0]))
     # Two half-lives on, cluster 0 weighs 0.25 (< one point), cluster 1 weighs 2.5.
-    assert model.learn_one(direction(2), t=T0 + 2 * H) == 2
+    assert model.learn_predict_one(direction(2), t=T0 + 2 * H) == 2
     assert model.ids.tolist() == [1, 2]
     # Now both weigh at least one point: a far point joins its nearest cluster instead.
     x = direction(3) + 0.1 * direction(2)
-    assert model.learn_one(x, t=T0 + 2 * H) == 2
+    assert model.learn_predict_one(x, t=T0 + 2 * H) == 2
     assert model.ids.tolist() == [1, 2]
     events = [(e.kind, e.cluster_id) for e in model.pop_events()]
     assert events == [("born", 0), ("born", 1), ("retired", 0), ("born", 2)]
     # A worker never replaces: its far point joins the nearest cluster.
     worker = DecayingCentroids(half_life_s=H, k_max=1, role="worker")
-    worker.learn_one(direction(0), t=T0)
-    assert worker.learn_one(direction(1), t=T0 + 20 * H) == worker.ids[0]
+    worker.learn_predict_one(direction(0), t=T0)
+    assert worker.learn_predict_one(direction(1), t=T0 + 20 * H) == worker.ids[0]
 
 
 def converging_pair(model: DecayingCentroids) -> None:
     """Open two clusters 66° apart, then feed points between them until their centroids meet."""
     a = direction(0)
     b = 0.4 * direction(0) + math.sqrt(1 - 0.16) * direction(1)  # cosine 0.4 < new_threshold
-    assert model.learn_many(np.stack([a, b]), T0).tolist() == [0, 1]
+    assert model.learn_predict_many(np.stack([a, b]), T0).tolist() == [0, 1]
     middle = (a + b) / np.linalg.norm(a + b)
     X = np.array([middle + 0.05 * (a if i % 2 else b) for i in range(100)])
-    model.learn_many(X, np.linspace(T0, T0 + H, 100))
+    model.learn_predict_many(X, np.linspace(T0, T0 + H, 100))
 
 
 def test_near_duplicate_clusters_merge_into_the_heavier() -> None:
@@ -240,13 +240,13 @@ def test_two_workers_deltas_add_up_to_one_worker_seeing_both(
     labels_b, X_b, t_b, w_b = as_stream(stream_b)
     worker_1 = DecayingCentroids.from_snapshot(SEEDED, role="worker")
     worker_2 = DecayingCentroids.from_snapshot(SEEDED, role="worker")
-    assert worker_1.learn_many(X_a, t_a, w_a).tolist() == labels_a.tolist()
-    assert worker_2.learn_many(X_b, t_b, w_b).tolist() == labels_b.tolist()
+    assert worker_1.learn_predict_many(X_a, t_a, w_a).tolist() == labels_a.tolist()
+    assert worker_2.learn_predict_many(X_b, t_b, w_b).tolist() == labels_b.tolist()
 
     single = DecayingCentroids.from_snapshot(SEEDED)
     X, t, w = np.vstack([X_a, X_b]), np.concatenate([t_a, t_b]), np.concatenate([w_a, w_b])
     for i in np.argsort(t, kind="stable"):
-        single.learn_one(X[i], t=float(t[i]), w=float(w[i]))
+        single.learn_predict_one(X[i], t=float(t[i]), w=float(w[i]))
 
     authority = DecayingCentroids.from_snapshot(SEEDED)
     for worker in (worker_1, worker_2):
@@ -355,7 +355,7 @@ def test_snapshot_bytes_round_trip(X: np.ndarray, offsets: list[float]) -> None:
     model = DecayingCentroids(
         half_life_s=H, maintenance_every=4, new_threshold=0.95, merge_threshold=0.99
     )
-    model.learn_many(X, T0 + np.sort(offsets))
+    model.learn_predict_many(X, T0 + np.sort(offsets))
     snapshot = model.snapshot()
     back = ClusterSnapshot.from_bytes(snapshot.to_bytes())
     for name in snapshot.__dataclass_fields__:
@@ -390,7 +390,7 @@ def test_proposals_from_two_workers_become_one_authority_cluster() -> None:
     rng = np.random.default_rng(3)
     for worker in workers:
         X = direction(5) + 0.05 * rng.normal(size=(10, DIM))
-        labels = worker.learn_many(X, T0 + H)
+        labels = worker.learn_predict_many(X, T0 + H)
         assert labels.tolist() == [PROVISIONAL_ID_START] * 10  # provisional, local only
         authority.apply_delta(worker.pop_delta())
     assert authority.ids.tolist() == [0, 1, 2, 3, SEEDED.next_id]
@@ -411,13 +411,13 @@ def test_unsent_increments_survive_a_snapshot_and_are_sent_once() -> None:
     X[50:] = direction(6) + 0.05 * rng.normal(size=(10, DIM))  # a new interest, not yet sent
     t = T0 + np.sort(rng.uniform(0, H, size=60))
     single = DecayingCentroids.from_snapshot(SEEDED)
-    single.learn_many(X, t)
+    single.learn_predict_many(X, t)
 
     authority = DecayingCentroids.from_snapshot(SEEDED)
     worker = DecayingCentroids.from_snapshot(SEEDED, role="worker")
-    worker.learn_many(X[:30], t[:30])
+    worker.learn_predict_many(X[:30], t[:30])
     authority.apply_delta(worker.pop_delta())
-    worker.learn_many(X[30:], t[30:])  # learned, not yet sent
+    worker.learn_predict_many(X[30:], t[30:])  # learned, not yet sent
     worker.load_snapshot(authority.snapshot())
     # Local view: the authority's clusters plus what the worker has not sent.
     assert worker.ids.tolist() == [0, 1, 2, 3, PROVISIONAL_ID_START]
@@ -435,7 +435,9 @@ def test_applying_a_merged_delta_equals_applying_its_parts() -> None:
     for start in (0.0, 30 * H, 70 * H):  # landmarks far apart: the merge must rescale
         worker = DecayingCentroids.from_snapshot(SEEDED, role="worker")
         labels = rng.integers(0, N_SEEDED, size=20)
-        worker.learn_many(np.eye(DIM)[labels] + 0.05 * rng.normal(size=(20, DIM)), T0 + start)
+        worker.learn_predict_many(
+            np.eye(DIM)[labels] + 0.05 * rng.normal(size=(20, DIM)), T0 + start
+        )
         deltas.append(worker.pop_delta())
     one_by_one, merged = (DecayingCentroids.from_snapshot(SEEDED) for _ in range(2))
     for delta in deltas:
@@ -457,6 +459,6 @@ def test_apply_delta_guards() -> None:
         authority.apply_delta(ClusterDelta.empty(60.0, DIM))
     with pytest.raises(ValueError, match="half_life_s"):
         DecayingCentroids(half_life_s=60.0).load_snapshot(SEEDED)
-    worker.learn_one(direction(0), t=T0)
+    worker.learn_predict_one(direction(0), t=T0)
     with pytest.raises(ValueError, match="dimension"):
         authority.apply_delta(worker.pop_delta().merge(ClusterDelta.empty(H, DIM + 1)))

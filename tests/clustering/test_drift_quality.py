@@ -1,6 +1,6 @@
 """Clustering quality on synthetic drifting streams with ground truth.
 
-Prequential labels (those ``learn_many`` returns, each given before the
+Prequential labels (those ``learn_predict_many`` returns, each given before the
 point is learned into the centroids of later chunks) are scored with the
 adjusted Rand index before the drift and on the last quarter, after it.
 """
@@ -33,7 +33,7 @@ def majority_label(labels: np.ndarray) -> int:
 def test_default_model_follows_a_384d_drifting_stream(noise: float) -> None:
     stream = drifting_clusters(n_points=20_000, dim=384, n_clusters=20, noise=noise, seed=0)
     model = DecayingCentroids()  # the engine's defaults: 3-day half-life over a 60-day stream
-    labels = model.learn_many(stream.X, stream.t)
+    labels = model.learn_predict_many(stream.X, stream.t)
     assert ari(stream, labels, 0.0, 0.5) >= ARI_FLOOR
     assert ari(stream, labels, 0.75, 1.0) >= ARI_FLOOR
     assert model.n_clusters <= model.k_max
@@ -42,7 +42,7 @@ def test_default_model_follows_a_384d_drifting_stream(noise: float) -> None:
 def test_faded_interests_retire_and_new_ones_stay() -> None:
     stream = drifting_clusters(n_points=20_000, dim=384, noise=1.0, seed=1)
     model = DecayingCentroids(half_life_s=1 * DAY_S)
-    labels = model.learn_many(stream.X, stream.t)
+    labels = model.learn_predict_many(stream.X, stream.t)
     early, late = stream.between(0.0, 0.5), stream.between(0.75, 1.0)
     live = set(model.ids.tolist())
     for label in stream.vanished:
@@ -55,9 +55,9 @@ def test_faded_interests_retire_and_new_ones_stay() -> None:
 
 def test_beats_river_kmeans_with_the_true_k_after_drift() -> None:
     stream = drifting_clusters(n_points=2_000, dim=384, n_clusters=20, noise=0.5, seed=0)
-    ours = DecayingCentroids().learn_many(stream.X, stream.t)
+    ours = DecayingCentroids().learn_predict_many(stream.X, stream.t)
     kmeans = cluster.KMeans(n_clusters=20, halflife=0.5, mu=0, sigma=0.001, seed=0)
-    river = RiverClusterer(kmeans).learn_many(stream.X, stream.t)
+    river = RiverClusterer(kmeans).learn_predict_many(stream.X, stream.t)
     # Before the drift both find the 20 interests; after it, k-means has no free centre for
     # the interests that appear while its centres still sit on those that vanished.
     assert ari(stream, ours, 0.0, 0.5) >= ARI_FLOOR and ari(stream, river, 0.0, 0.5) >= ARI_FLOOR

@@ -97,6 +97,18 @@ def test_conforms_to_the_protocol(make: Factory) -> None:
     assert isinstance(make(0), Clusterer)
 
 
+def test_learn_returns_nothing_and_learns_as_learn_predict_does(make: Factory) -> None:
+    """River's vocabulary: learn_* return None; learn_predict_* learn the same and say where
+    each point went."""
+    X, _, t = three_blobs()
+    learner, teller = make(0), make(0)
+    assert learner.learn_one(X[0], t=float(t[0])) is None
+    assert learner.learn_many(X[1:60], t[1:60]) is None
+    teller.learn_predict_one(X[0], t=float(t[0]))
+    teller.learn_predict_many(X[1:60], t[1:60])
+    assert learner.predict_many(X).tolist() == teller.predict_many(X).tolist()
+
+
 def test_fresh_model_predicts_no_cluster(make: Factory) -> None:
     X, _, _ = three_blobs()
     model = make(0)
@@ -107,9 +119,9 @@ def test_fresh_model_predicts_no_cluster(make: Factory) -> None:
 def test_one_at_a_time_types(make: Factory) -> None:
     X, _, t = three_blobs()
     model = make(0)
-    labels = [model.learn_one(x, t=float(ti)) for x, ti in zip(X[:40], t[:40], strict=True)]
+    labels = [model.learn_predict_one(x, t=float(ti)) for x, ti in zip(X[:40], t[:40], strict=True)]
     assert all(type(label) is int for label in labels)
-    model.learn_one(X[40], t=float(t[40]), w=2.0)
+    model.learn_predict_one(X[40], t=float(t[40]), w=2.0)
     prediction = model.predict_one(X[41])
     assert prediction is None or type(prediction) is int
 
@@ -117,26 +129,27 @@ def test_one_at_a_time_types(make: Factory) -> None:
 def test_many_shapes_and_dtypes(make: Factory) -> None:
     X, _, t = three_blobs()
     model = make(0)
-    labels = model.learn_many(X[:50], t[:50])
+    labels = model.learn_predict_many(X[:50], t[:50])
     assert labels.shape == (50,) and labels.dtype == np.int64
-    labels = model.learn_many(X[50:60], float(t[60]), w=np.full(10, 0.5))
+    labels = model.learn_predict_many(X[50:60], float(t[60]), w=np.full(10, 0.5))
     assert labels.shape == (10,) and labels.dtype == np.int64
     predicted = model.predict_many(X)
     assert predicted.shape == (len(X),) and predicted.dtype == np.int64
-    assert model.learn_many(X[:0], t[:0]).shape == (0,)
+    assert model.learn_predict_many(X[:0], t[:0]).shape == (0,)
 
 
 def test_predict_does_not_change_the_model(make: Factory) -> None:
     X, _, t = three_blobs()
     model = make(0)
-    model.learn_many(X[:90], t[:90])
+    model.learn_predict_many(X[:90], t[:90])
     untouched = copy.deepcopy(model)
     first = model.predict_many(X)
     for x in X[:20]:
         model.predict_one(x)
     assert model.predict_many(X).tolist() == first.tolist()
     assert (
-        model.learn_many(X[90:], t[90:]).tolist() == untouched.learn_many(X[90:], t[90:]).tolist()
+        model.learn_predict_many(X[90:], t[90:]).tolist()
+        == untouched.learn_predict_many(X[90:], t[90:]).tolist()
     )
     assert model.predict_many(X).tolist() == untouched.predict_many(X).tolist()
 
@@ -144,7 +157,7 @@ def test_predict_does_not_change_the_model(make: Factory) -> None:
 def test_three_separated_blobs_get_three_labels(make: Factory) -> None:
     X, y, t = three_blobs()
     model = make(0)
-    model.learn_many(X, t)
+    model.learn_predict_many(X, t)
     predicted = model.predict_many(X)
     majority = []
     for blob in range(3):
@@ -157,15 +170,15 @@ def test_three_separated_blobs_get_three_labels(make: Factory) -> None:
 def test_same_seed_same_labels(make: Factory) -> None:
     X, _, t = three_blobs(seed=3)
     first, second = make(7), make(7)
-    assert first.learn_many(X, t).tolist() == second.learn_many(X, t).tolist()
+    assert first.learn_predict_many(X, t).tolist() == second.learn_predict_many(X, t).tolist()
     assert first.predict_many(X).tolist() == second.predict_many(X).tolist()
 
 
 def test_learn_many_partitions_like_learn_one(make: Factory) -> None:
     X, _, t = three_blobs(seed=4)
     batch, single = make(0), make(0)
-    many = batch.learn_many(X, t)
-    one = [single.learn_one(x, t=float(ti)) for x, ti in zip(X, t, strict=True)]
+    many = batch.learn_predict_many(X, t)
+    one = [single.learn_predict_one(x, t=float(ti)) for x, ti in zip(X, t, strict=True)]
     assert adjusted_rand_score(many, one) == 1.0
     assert adjusted_rand_score(batch.predict_many(X), single.predict_many(X)) == 1.0
 
@@ -173,8 +186,8 @@ def test_learn_many_partitions_like_learn_one(make: Factory) -> None:
 def test_rejects_points_of_another_dimension(make: Factory) -> None:
     X, _, t = three_blobs()
     model = make(0)
-    model.learn_many(X[:40], t[:40])
+    model.learn_predict_many(X[:40], t[:40])
     with pytest.raises(ValueError, match="dimension"):
-        model.learn_one(np.ones(DIM + 1), t=float(t[40]))
+        model.learn_predict_one(np.ones(DIM + 1), t=float(t[40]))
     with pytest.raises(ValueError, match="weights must be"):
-        model.learn_many(X[:2], t[:2], w=np.array([1.0, -1.0]))
+        model.learn_predict_many(X[:2], t[:2], w=np.array([1.0, -1.0]))
