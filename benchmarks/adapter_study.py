@@ -19,9 +19,11 @@ Per design: the adapter's own query (``model``); the engine's content signal
 alone (``content``: recency/position/rating-weighted pooling of unit adapted
 item vectors, as in ``models.interest.pooled_interest``, cosine with every
 adapted item); for linear designs the same content query answered over the
-*frozen* vectors with ``Wᵀq`` (``index``: what a vector index that stays on
-frozen vectors would rank); CPU µs per learned / scored event (one thread);
-and at the end the users' content vectors clustered by
+*frozen* vectors with ``Wᵀq`` — for residual designs over ``[x_j, e_j]`` with
+``[Wᵀq, q]`` (``index``: what an inner-product vector index whose frozen part
+is never re-encoded would rank; ``index+rerank``: its 320 best re-ranked by
+the cosine, the engine's two-stage shape); CPU µs per learned / scored
+event (one thread); and at the end the users' content vectors clustered by
 ``DecayingCentroids()`` with its default threshold (clusters, silhouette on a
 sample of 2,000 users, cosine).
 
@@ -233,8 +235,8 @@ def run_design(stream: Stream, design: str, seed: int) -> dict[str, Any]:
             qc = _content_queries(z, ctx, ts, ws)
             content = qc @ z.T
             ranks["content"].append(_ranks(content, target_rows, exclude))
-            if adapter.is_linear:
-                index = adapter.frozen_queries(qc) @ stream.vectors.T
+            if adapter.sequence == "mean":  # inner product over [x_j, e_j] with [Wᵀq, q]
+                index = qc @ adapter.item_matrix(unit=False).T
                 ranks["index"].append(_ranks(index, target_rows, exclude))
                 ranks["index-rerank"].append(_reranked(index, content, target_rows))
         began = time.process_time()
@@ -269,7 +271,8 @@ def write_report(results: dict[str, Any], out: Path) -> None:
         "Prequential, batches of 256 events scored then learned, top-10 over the whole",
         "catalogue, consumed items excluded. `model`: the adapter's own query; `content`:",
         "the engine's pooled `cos(interest, item)` alone in the design's space; `index`:",
-        "that content query answered over the frozen vectors with `Wᵀq` (linear designs);",
+        "that content query answered by inner product over the frozen vectors with `Wᵀq`",
+        "(over `[x_j, e_j]` with `[Wᵀq, q]` for residual designs; no GRU);",
         "`index+rerank`: the 320 best of those, re-ranked by the content cosine (two-stage).",
         "Clusters: `DecayingCentroids()` defaults over the users' final content vectors",
         "(`largest`: share of users in the largest cluster; `user cos`: mean cosine between",

@@ -291,10 +291,15 @@ class InterestAdapter:
                     z[at] += self._e[rows]
             return self._item_norm(z).numpy()
 
-    def item_matrix(self) -> np.ndarray:
-        """Adapted vectors of every known item, ``[n_items, d]``, in catalogue-row order."""
+    def item_matrix(self, unit: bool | None = None) -> np.ndarray:
+        """Adapted vectors of every known item, ``[n_items, d]``, in catalogue-row order.
+
+        ``unit`` (default: ``cosine``) normalises them; ``unit=False`` gives ``W x_j + e_j``,
+        what an inner-product index over ``[x_j, e_j]`` queried with ``[Wᵀq, q]`` scores.
+        """
         with torch.no_grad():
-            return self._item_norm(self._map(self._x[: self._n]) + self._e[: self._n]).numpy()
+            z = self._map(self._x[: self._n]) + self._e[: self._n]
+            return (_unit_t(z) if (self.cosine if unit is None else unit) else z).numpy()
 
     def transform_queries(self, contexts: Sequence[Sequence[Hashable]]) -> np.ndarray:
         """Windows (oldest first) → unit query vectors ``[B, d]``; zeros for an empty window."""
