@@ -78,13 +78,17 @@ class ClusterLabeller:
         self.n_terms = n_terms
         self.every = every
         self.labels: dict[int, str] = {}
+        self._seen: set[int] = set()  # clusters the last refresh looked at (labelled or not)
         self._batches = 0
         self._relabelled: list[InterestEvent] = []
 
     def due(self, clusters: Iterable[int]) -> bool:
         """Count a batch; whether the labels should be recomputed now."""
         self._batches += 1
-        return self._batches % self.every == 1 or any(c not in self.labels for c in clusters)
+        if self._batches % self.every == 1:
+            return True
+        # A cluster never looked at is labelled now (one without tags is not asked again).
+        return any(c not in self._seen and c < PROVISIONAL_ID_START for c in clusters)
 
     def refresh_from(
         self,
@@ -146,7 +150,8 @@ class ClusterLabeller:
     ) -> dict[int, str]:
         """Recompute from each cluster's nearest items and ``(items, counts)`` consumed."""
         labels: dict[int, str] = {}
-        for cluster in nearest.keys() | popular.keys():
+        self._seen = set(nearest) | set(popular)
+        for cluster in self._seen:
             members = [(tags_of(i), 1.0) for i in nearest.get(cluster, ())]
             items, counts = popular.get(cluster, ((), ()))
             total = float(sum(counts)) or 1.0
