@@ -92,7 +92,7 @@ def test_history_survives_restart_and_a_lost_data_directory(
             produce(kafka_bootstrap, prefix + "items", json_records(CATALOG, lambda i: i.item_id))
             wait_catalog(first)
             produce(kafka_bootstrap, prefix + "events", [alice_event(i) for i in range(20)])
-            answer_to(kafka_bootstrap, prefix, "alice-19")
+            before = answer_to(kafka_bootstrap, prefix, "alice-19")
         assert first.process is not None and first.process.returncode == 0, first.log_tail()
 
         with worker(first_dir, "same-dir") as again:
@@ -100,7 +100,9 @@ def test_history_survives_restart_and_a_lost_data_directory(
             produce(kafka_bootstrap, prefix + "events", [alice_event(20)])
             rec = answer_to(kafka_bootstrap, prefix, "alice-20")
             assert {i.item_id for i in rec.items} == {i.item_id for i in CATALOG[21:]}
-            assert rec.cluster.previous is not None  # her cluster id came back too
+            # Her cluster id came back too (None when it was still the first worker's
+            # provisional id, which never leaves a worker).
+            assert rec.cluster.previous == before.cluster.id
             ranking = again.state()["ranking"]
             assert ranking["mode"] == "two-stage" and ranking["index_origin"] == "restored"
             # The catalogue came from the data dir, not from reading the topic again.
