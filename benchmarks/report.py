@@ -26,7 +26,9 @@ STAGE_NAMES = {
 
 
 def _load(results: Path) -> dict[str, dict[str, Any]]:
-    return {path.stem: json.loads(path.read_text()) for path in sorted(results.glob("*.json"))}
+    """The saved figures of ``make bench`` (other studies' JSON beside them are skipped)."""
+    figures = {path.stem: json.loads(path.read_text()) for path in sorted(results.glob("*.json"))}
+    return {name: data for name, data in figures.items() if "machine" in data}
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
