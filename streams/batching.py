@@ -7,8 +7,9 @@ at most ``within`` before it is processed, so latency stays low), longer when
 a backlog is queued (events are late anyway, and a fuller batch spreads the
 engine's and the publisher's per-batch costs over more events). This is
 Faust 0.15's ``take_events`` with the timeout asked of ``within()`` before
-each batch; acknowledgement is Faust's (a batch's events are acknowledged
-when the agent asks for the next batch) unless the caller takes it over.
+each batch; a batch's events are acknowledged when the agent asks for the
+next batch (not when it was cancelled or failed on it) unless the caller takes
+acknowledgement over.
 """
 
 from __future__ import annotations
@@ -28,18 +29,17 @@ async def take_events_adaptive(
 ) -> AsyncIterator[list[Any]]:
     """Batches of at most ``max_`` events of ``stream``, each awaited at most ``within()`` s.
 
-    With ``auto_ack`` (Faust's behaviour) a batch is acknowledged when the
-    next one is asked for — also when the consumer of the batches failed on
-    it. Without, acknowledging is the caller's (``await stream.ack(event)``
-    per event), so a batch is acknowledged only once everything it caused is
-    safe, and never because its handling failed.
+    With ``auto_ack`` a batch is acknowledged when the next one is asked for —
+    never when the consumer of the batches was cancelled or failed on it (Faust's
+    ``take_events`` acknowledges then too, which loses a stopping worker's batch
+    in flight). Without, acknowledging is the caller's (``await stream.ack(event)``
+    per event), so a batch is acknowledged only once everything it caused is safe.
     """
     buffer: list[Any] = []
     events: list[Any] = []
     buffer_full = asyncio.Event()
     buffer_consumed = asyncio.Event()
     buffer_consuming: asyncio.Future[Any] | None = None
-    enable_acks = stream.enable_acks
     channel_it = aiter(stream.channel)
 
     async def add_to_buffer(value: Any) -> Any:
@@ -75,11 +75,20 @@ async def take_events_adaptive(
             if not buffer:
                 continue
             buffer_consuming = stream.loop.create_future()
+            handled = False
             try:
                 yield list(events)
+                # Resumed: the consumer asked for the next batch, so it is done with this one.
+                handled = True
             finally:
                 buffer.clear()
-                if auto_ack:
+                # Only a handled batch is acknowledged. When the consumer was cancelled or
+                # failed inside its loop (a worker stopping mid-batch, its recommendations
+                # not yet published), this generator is closed at the yield instead: the
+                # batch stays unacknowledged and its offsets uncommitted, so whoever owns the
+                # partition next processes it again (Faust's own take_events acknowledged it
+                # here in every case, which lost a stopping worker's batch in flight).
+                if auto_ack and handled:
                     for event in events:
                         await stream.ack(event)
                 events.clear()
@@ -87,5 +96,10 @@ async def take_events_adaptive(
                 buffer_full.clear()
                 buffer_consumed.set()
     finally:
-        stream.enable_acks = enable_acks
+        # enable_acks stays False. Faust's take_events restores it here, but the stream goes
+        # on pulling fetched events after this generator is closed (a stopping worker closes
+        # its agents before its consumer): with acks back on and no processor, each such
+        # event was acknowledged unprocessed and its offset committed on the way out — lost
+        # events on every graceful failover under load (the scale-out test). Unacknowledged,
+        # they are processed by the partition's next owner.
         stream._processors.remove(add_to_buffer)
