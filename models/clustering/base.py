@@ -21,7 +21,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["NO_CLUSTER", "Clusterer", "check_learn_inputs", "check_points"]
+__all__ = ["NO_CLUSTER", "Clusterer", "LearnsInBatches", "check_learn_inputs", "check_points"]
 
 #: Label that ``predict_many`` gives a point that no cluster holds.
 NO_CLUSTER = -1
@@ -68,6 +68,30 @@ class Clusterer(Protocol):
     def predict_many(self, X: np.ndarray) -> np.ndarray:
         """Clusters of the rows of ``X`` (int64, ``NO_CLUSTER`` where none), learning nothing."""
         ...
+
+
+class LearnsInBatches:
+    """``learn_one``, ``learn_many`` and ``learn_predict_one`` for a clusterer that defines
+    ``learn_predict_many`` (every driftrec clusterer learns in vectorised batches)."""
+
+    def learn_predict_many(
+        self, X: np.ndarray, t: np.ndarray | float, w: np.ndarray | float | None = None
+    ) -> np.ndarray:  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    def learn_predict_one(self, x: np.ndarray, t: float, w: float = 1.0) -> int:
+        """Learn ``x`` seen at event time ``t`` with weight ``w``; return its cluster."""
+        return int(self.learn_predict_many(np.asarray(x).reshape(1, -1), t, w)[0])
+
+    def learn_one(self, x: np.ndarray, t: float, w: float = 1.0) -> None:
+        """Learn ``x`` seen at event time ``t`` (River's ``learn_one``: returns nothing)."""
+        self.learn_predict_one(x, t, w)
+
+    def learn_many(
+        self, X: np.ndarray, t: np.ndarray | float, w: np.ndarray | float | None = None
+    ) -> None:
+        """Learn the rows of ``X`` in order (River's ``learn_many``: returns nothing)."""
+        self.learn_predict_many(X, t, w)
 
 
 def check_points(X: np.ndarray, *, name: str = "X") -> np.ndarray:

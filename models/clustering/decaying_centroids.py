@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from models.clustering.base import NO_CLUSTER, check_learn_inputs, check_points
+from models.clustering.base import NO_CLUSTER, LearnsInBatches, check_learn_inputs, check_points
 from models.clustering.centroid_federation import CentroidFederation, Role
 from models.clustering.cluster_messages import (
     PROVISIONAL_ID_START,
@@ -35,7 +35,7 @@ _MAX_REDIRECTS = 4096
 # --------------------------------------------------------------------------- clusterer
 
 
-class DecayingCentroids(CentroidFederation):
+class DecayingCentroids(CentroidFederation, LearnsInBatches):
     r"""Online cosine clustering whose clusters decay, are born, merge and retire with time.
 
     Each cluster $k$ keeps two forward-decayed sufficient statistics: the
@@ -364,20 +364,6 @@ class DecayingCentroids(CentroidFederation):
         return None if label == NO_CLUSTER else label
 
     # ------------------------------------------------------------------ learning
-
-    def learn_one(self, x: np.ndarray, t: float, w: float = 1.0) -> None:
-        """Learn ``x`` seen at event time ``t`` (River's ``learn_one``: returns nothing)."""
-        self.learn_predict_one(x, t, w)
-
-    def learn_many(
-        self, X: np.ndarray, t: np.ndarray | float, w: np.ndarray | float | None = None
-    ) -> None:
-        """Learn the rows of ``X`` in order (River's ``learn_many``: returns nothing)."""
-        self.learn_predict_many(X, t, w)
-
-    def learn_predict_one(self, x: np.ndarray, t: float, w: float = 1.0) -> int:
-        """Learn ``x`` seen at event time ``t`` with weight ``w``; return its cluster id."""
-        return int(self.learn_predict_many(np.asarray(x).reshape(1, -1), t, w)[0])
 
     def learn_predict_many(
         self, X: np.ndarray, t: np.ndarray | float, w: np.ndarray | float | None = None

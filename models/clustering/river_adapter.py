@@ -7,12 +7,12 @@ from typing import Any
 
 import numpy as np
 
-from models.clustering.base import NO_CLUSTER, check_learn_inputs, check_points
+from models.clustering.base import NO_CLUSTER, LearnsInBatches, check_learn_inputs, check_points
 
 __all__ = ["RiverClusterer"]
 
 
-class RiverClusterer:
+class RiverClusterer(LearnsInBatches):
     """Run a River clusterer (``river.cluster.*``) on numpy vectors.
 
     Each vector becomes River's feature dict ``{0: x_0, 1: x_1, ...}``. The
@@ -86,20 +86,6 @@ class RiverClusterer:
         if label is None or label < 0 or (centers is not None and not len(centers)):
             return NO_CLUSTER
         return int(label)
-
-    def learn_one(self, x: np.ndarray, t: float, w: float = 1.0) -> None:
-        """Learn ``x`` seen at event time ``t`` (River's ``learn_one``: returns nothing)."""
-        self.learn_predict_one(x, t, w)
-
-    def learn_many(
-        self, X: np.ndarray, t: np.ndarray | float, w: np.ndarray | float | None = None
-    ) -> None:
-        """Learn the rows of ``X`` in order (River's ``learn_many``: returns nothing)."""
-        self.learn_predict_many(X, t, w)
-
-    def learn_predict_one(self, x: np.ndarray, t: float, w: float = 1.0) -> int:
-        """Learn ``x`` (``t`` ignored; ``w`` used where River takes it); return its cluster."""
-        return int(self.learn_predict_many(np.asarray(x).reshape(1, -1), t, w)[0])
 
     def predict_one(self, x: np.ndarray) -> int | None:
         """Cluster of ``x`` from the wrapped model, ``None`` when it has none."""
