@@ -28,6 +28,8 @@ import numpy as np
 
 from models.contracts import InterestEvent, Recommendation
 from models.engine import Engine
+from models.facets import user_facets
+from models.user_state import window_vectors
 from streams.console_page import PAGE
 
 __all__ = ["ConsoleFeed", "serve_console"]
@@ -139,18 +141,16 @@ class ConsoleFeed:
         if last is None and not len(window):
             return None
         labels = self.engine.labeller.labels
-        vectors = [self.engine.catalog.index_of(e.item_id) for e in window.entries]
-        known = [i for i in vectors if i is not None]
         facets = 0
-        if known:
-            from models.facets import user_facets
-
+        if len(window):  # derived as the engine derives them: the same vectors and weights
+            engine = self.engine
+            vectors, weights = window_vectors(window, engine.catalog, engine.settings)
             facets = len(
                 user_facets(
-                    self.engine.catalog.vectors[known],
-                    np.ones(len(known)),
-                    max_facets=self.engine.settings.facets,
-                    threshold=self.engine.settings.facet_threshold,
+                    vectors,
+                    weights,
+                    max_facets=engine.settings.facets,
+                    threshold=engine.settings.facet_threshold,
                 )[1]
             )
         cluster = None if last is None else last.cluster.id
