@@ -14,6 +14,7 @@ subprocess, with nine broken records among the events. Checks:
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -443,7 +444,21 @@ def test_the_console_of_a_worker(shop_run: dict) -> None:
     status, page = worker.get("/console")
     assert status == 200 and "live console" in page
     status, data = worker.get("/console/data")
-    assert status == 200 and data["events"] > 0 and data["clusters"]
+    assert status == 200 and data["events"] > 0
+    # Clusters show once the model agent has numbered them and a user's next event carries
+    # the numbered id (a worker's provisional ids are never shown): a few more events.
     user = SHOP.events[-1].user_id
+    base = {"user_id": user, "item_id": SHOP.events[-1].item_id, "event": "view"}
+    for index in range(30):
+        if worker.get("/console/data")[1]["clusters"]:
+            break
+        record = {**base, "ts": BASE_TS + 90 * 86_400 + index, "event_id": f"console-{index}"}
+        produce(
+            shop_run["bootstrap"],
+            shop_run["prefix"] + "events",
+            [(user.encode(), json.dumps(record).encode())],
+        )
+        time.sleep(1.0)
+    assert worker.get("/console/data")[1]["clusters"]
     status, found = worker.get(f"/console/user?id={user}")
     assert status == 200 and found["recommendations"] and found["window"]
