@@ -14,6 +14,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import faust
+import faust.transport.consumer
 from faust.tables.recovery import Recovery
 
 from streams import faust_fixes
@@ -89,3 +90,103 @@ def test_faust_resumes_before_it_seeks_and_the_fix_seeks_first() -> None:
     fixed = recovery_completed_calls(Recovery.on_recovery_completed)
     assert fixed.index("perform_seek") < fixed.index("resume ['events-0']")
     assert fixed.index("resume ['events-0']") < fixed.index("resume_flow")
+
+
+# --------------------------------------------------------------------------- getmany
+
+
+class Record(SimpleNamespace):
+    offset: int
+
+
+class FetchingConsumer:
+    """The parts of Faust's ``Consumer`` that ``getmany`` touches, recording seeks.
+
+    ``records`` is one fetch from aiokafka, which has moved each partition's
+    position past the fetched records; ``active`` is the live set of active
+    partitions, which a rebalance may change while the batch is delivered.
+    """
+
+    def __init__(self, records: dict[str, list[int]], active: set[str]) -> None:
+        self.records = {tp: [Record(offset=o) for o in offsets] for tp, offsets in records.items()}
+        self.active = active
+        self.positions = {tp: offsets[-1] + 1 for tp, offsets in records.items()}
+        self.seeks: list[tuple[str, int]] = []
+        self.flow_active = True
+        self.should_stop = False
+        self._buffered_partitions: set[str] = set()
+        self.app = SimpleNamespace(consumer_generation_id=3, monitor=SimpleNamespace())
+        self.app.monitor.track_tp_end_offset = lambda tp, offset: None
+        self.scheduler = SimpleNamespace(iterate=self._round_robin)
+        self.log = SimpleNamespace(dev=lambda *a, **k: None, warning=lambda *a, **k: None)
+
+    @staticmethod
+    def _round_robin(records: dict[str, list[Record]]) -> Any:
+        iterators = {tp: iter(rs) for tp, rs in records.items()}
+        while iterators:
+            for tp, it in list(iterators.items()):
+                record = next(it, None)
+                if record is None:
+                    del iterators[tp]
+                else:
+                    yield tp, record
+
+    async def _wait_next_records(self, timeout: float) -> tuple[dict, set[str]]:
+        return self.records, self.active
+
+    def highwater(self, tp: str) -> int:
+        return self.positions[tp]
+
+    def _to_message(self, tp: str, record: Record) -> tuple[str, int]:
+        return (tp, record.offset)
+
+    async def position(self, tp: str) -> int:
+        return self.positions[tp]
+
+    async def seek(self, tp: str, offset: int) -> None:
+        self.seeks.append((tp, offset))
+        self.positions[tp] = offset
+
+
+def delivered(getmany: Any, consumer: FetchingConsumer, *, pause_after: int | None = None) -> list:
+    async def drain() -> list:
+        out = []
+        async for _, message in getmany(consumer, 1.0):
+            out.append(message)
+            if pause_after is not None and len(out) == pause_after:
+                consumer.active.discard("events-1")  # a rebalance pauses it mid-batch
+        return out
+
+    return asyncio.run(drain())
+
+
+def test_faust_drops_a_paused_partitions_records_and_the_fix_fetches_them_again() -> None:
+    assert faust_fixes.apply()
+    fetch = {"events-0": [10, 11, 12], "events-1": [40, 41, 42]}
+
+    upstream = FetchingConsumer(fetch, active={"events-0"})
+    got = delivered(faust_fixes.upstream_getmany(), upstream)
+    assert got == [("events-0", 10), ("events-0", 11), ("events-0", 12)]
+    assert upstream.seeks == [] and upstream.positions["events-1"] == 43  # 40-42: lost
+
+    fixed = FetchingConsumer(fetch, active={"events-0"})
+    got = delivered(faust.transport.consumer.Consumer.getmany, fixed)
+    assert got == [("events-0", 10), ("events-0", 11), ("events-0", 12)]
+    assert fixed.seeks == [("events-1", 40)]  # fetched again once it is resumed
+
+
+def test_the_fix_holds_back_a_partitions_later_records_once_one_was_not_delivered() -> None:
+    fetch = {"events-0": [10, 11, 12], "events-1": [40, 41, 42]}
+    consumer = FetchingConsumer(fetch, active={"events-0", "events-1"})
+    got = delivered(faust.transport.consumer.Consumer.getmany, consumer, pause_after=2)
+    # round robin: 10, 40 delivered; then events-1 is paused: 41 and 42 wait for the refetch
+    assert got == [("events-0", 10), ("events-1", 40), ("events-0", 11), ("events-0", 12)]
+    assert consumer.seeks == [("events-1", 41)]
+
+
+def test_the_fix_never_seeks_forward_past_a_rebalances_seek() -> None:
+    fetch = {"events-0": [10, 11, 12]}
+    consumer = FetchingConsumer(fetch, active=set())
+    consumer.positions["events-0"] = 7  # a rebalance already put it at its committed offset
+    assert delivered(faust.transport.consumer.Consumer.getmany, consumer) == []
+    assert consumer.seeks == []

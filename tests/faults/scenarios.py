@@ -244,6 +244,32 @@ def two_workers_one_killed(rig: Rig) -> Report:
     return rig.verify("two workers, one killed for good", timeout_s=300)
 
 
+def rolling_restart(rig: Rig) -> Report:
+    """Two workers restarted one after the other (SIGTERM, same data dir), as a rolling update does.
+
+    Each graceful stop and each return moves partitions under load: four
+    rebalances in which a worker's fetched, buffered and in-flight events must
+    neither be acknowledged unprocessed nor dropped (streams/batching.py,
+    streams/faust_fixes.py).
+    """
+    workers = {
+        name: rig.worker(name, rig.data_dir(name), pod=pod)
+        for name, pod in (("a", "driftrec-0"), ("b", "driftrec-1"))
+    }
+    for worker in workers.values():
+        rig.wait_serving(worker)
+    load = rig.load()
+    last = workers["b"]
+    for share, name in ((0.25, "a"), (0.6, "b")):
+        wait_share(load, share)
+        code = workers[name].stop(timeout_s=60)
+        rig.note(f"{name} stopped gracefully (exit {code}) at {share:.0%} of the stream")
+        last = rig.worker(f"{name}-again", rig.data_dir(name), pod=workers[name].pod)
+        rig.wait_serving(last)
+    load.join(600)
+    return rig.verify("rolling restart of two workers", timeout_s=300)
+
+
 def _broker(rig: Rig, command: str) -> None:
     """``deploy/kafka/kafka.sh up|down`` for the broker the scenario runs against."""
     result = run_kafka_script(command, script_env(rig.bootstrap), timeout_s=180.0)
@@ -378,6 +404,7 @@ SCENARIOS: dict[str, Callable[[Rig], Report]] = {
     "crash-loop": crash_loop,
     "crash-at-boot": crash_at_boot,
     "two-workers-one-killed": two_workers_one_killed,
+    "rolling-restart": rolling_restart,
     "broker-restart": broker_restart,
     "encoder-outage": encoder_outage,
     "encoder-away-at-start": encoder_away_at_start,

@@ -1,4 +1,5 @@
-"""The bounded fault suite of ``make test``: kill -9 (also in a crash loop) and a hung encoder.
+"""The bounded fault suite of ``make test``: kill -9 (also in a crash loop), a rolling restart
+and a hung encoder.
 
 Each scenario runs a real worker against the local broker under a steady
 stream from an outside client, breaks something, and checks that every event
@@ -22,6 +23,7 @@ from tests.faults.scenarios import (
     encoder_away_at_start,
     encoder_outage,
     kill_restart,
+    rolling_restart,
 )
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.faults]
@@ -59,6 +61,12 @@ def test_crash_loop_then_same_and_empty_data_dir(kafka_bootstrap: str, tmp_path:
     report = run(kafka_bootstrap, tmp_path, "crashloop", crash_loop)
     assert_nothing_lost(report)
     assert report.restart_to_first_s is not None  # the empty-dir worker answered events
+
+
+def test_rolling_restart_of_two_workers(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """Graceful stops and returns under load (four rebalances): nothing lost, nothing leaked."""
+    report = run(kafka_bootstrap, tmp_path, "rolling", rolling_restart)
+    assert_nothing_lost(report)
 
 
 def test_hung_then_down_encoder_service(kafka_bootstrap: str, tmp_path: Path) -> None:
