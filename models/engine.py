@@ -411,9 +411,10 @@ class Engine(SharedState):
             u.cluster_similarity = float(np.dot(point, centroid)) if centroid is not None else None
         pop_events = getattr(self.clusterer, "pop_events", None)  # clusterers with a lifecycle
         changes = pop_events() if pop_events is not None else []
-        if changes and getattr(self.clusterer, "role", "authority") == "authority":
+        # A worker's clusterer proposes; the model agent's (or a lone process's) decides.
+        authority = getattr(self.clusterer, "authoritative", True)
+        if changes and authority:
             self.model_version += 1
-        authority = getattr(self.clusterer, "role", "authority") == "authority"
         for event in changes:
             self.cluster_events.append(event)
             if event.kind in ("retired", "merged"):

@@ -7,7 +7,12 @@ The authority (``role="authority"``, the model agent's) merges the deltas
 (:meth:`CentroidFederation.apply_delta`) and publishes versioned snapshots
 (:meth:`CentroidFederation.snapshot`) that every worker adopts
 (:meth:`CentroidFederation.load_snapshot`), so a cluster id means the same on
-every worker. The sums are forward-decayed, so deltas simply add.
+every worker. The sums are forward-decayed, so deltas simply add: increments
+add to the same ids; a proposal folds into a cluster within ``merge_threshold``
+or gets the authority's next id. An adopted snapshot becomes the worker's model
+**plus the increments it has not yet sent** (they stay pending and go out with
+the next delta; increments sent but not yet in a snapshot are missing locally
+until a later snapshot includes them).
 """
 
 from __future__ import annotations

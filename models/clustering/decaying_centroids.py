@@ -70,21 +70,14 @@ class DecayingCentroids(CentroidFederation, LearnsInBatches):
     cluster the first one opened. Sums are added per cluster with one
     segmented reduction.
 
-    **Distributed use.** With ``role="worker"`` an instance learns as usual (so
-    its own predictions follow what it sees at once) but never merges, retires
-    or replaces clusters, and numbers the clusters it opens with provisional
-    ids from :data:`PROVISIONAL_ID_START` up, meaningful only on that worker.
-    :meth:`pop_delta` hands over (and forgets) what it learned since the last
-    call as a :class:`ClusterDelta`. One ``role="authority"`` instance (the
-    model agent) merges deltas with :meth:`apply_delta` - increments add to
-    the same ids; proposals fold into a cluster within ``merge_threshold`` or
-    get the authority's next id - runs the maintenance, increments
-    :attr:`version`, and publishes :meth:`snapshot`. Workers adopt it with
-    :meth:`load_snapshot`: their local model becomes the snapshot **plus the
-    increments they have not yet sent** (those stay pending and go out with
-    the next delta; increments already sent but not yet in the snapshot are
-    missing locally until a later snapshot includes them). A single process
-    (the embedded runner) is an authority that just learns.
+    **Distributed use** (:mod:`models.clustering.centroid_federation`): with
+    ``role="worker"`` an instance learns as usual but never merges, retires or
+    replaces clusters, and numbers the clusters it opens with provisional ids
+    from :data:`PROVISIONAL_ID_START` up; :meth:`pop_delta` hands what it
+    learned to the one ``role="authority"`` instance (the model agent), which
+    merges deltas (:meth:`apply_delta`), maintains and publishes :meth:`snapshot`
+    for workers to adopt (:meth:`load_snapshot`). A single process (the embedded
+    runner) is an authority that just learns; :attr:`authoritative` says which.
 
     Parameters
     ----------
@@ -270,6 +263,10 @@ class DecayingCentroids(CentroidFederation, LearnsInBatches):
         return {name: getattr(self, name) for name in self._PARAM_NAMES}
 
     @property
+    def authoritative(self) -> bool:  # numbers clusters and owns their lifecycle: not a worker
+        return self.role == "authority"
+
+    @property
     def dim(self) -> int | None:
         """Dimension of the vectors, fixed by the first point learned (``None`` before)."""
         return self._dim
@@ -392,12 +389,12 @@ class DecayingCentroids(CentroidFederation, LearnsInBatches):
             self._since_maintenance += len(labels[start:stop])
             if self._since_maintenance >= self.maintenance_every:
                 self._since_maintenance = 0
-                if self.role == "authority":
+                if self.authoritative:
                     self._maintain()
         return labels
 
     def _new_id(self) -> int:
-        if self.role == "authority":
+        if self.authoritative:
             self._next_id += 1
             return self._next_id - 1
         self._next_provisional_id += 1
@@ -513,7 +510,7 @@ class DecayingCentroids(CentroidFederation, LearnsInBatches):
             if n_appended < room:
                 target = n_old + n_appended
                 n_appended += 1
-            elif self.role == "authority" and n_old:
+            elif self.authoritative and n_old:
                 candidates = np.where(protected, np.inf, self._weights)
                 weakest = int(candidates.argmin())
                 if candidates[weakest] < gain[i]:
