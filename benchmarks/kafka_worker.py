@@ -51,6 +51,8 @@ from streams.settings import WorkerSettings
 from streams.topology import ensure_topics
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+#: The flame graph ``make bench`` writes: one worker draining the demo shop's backlog.
+PROFILE_SVG = REPO_ROOT / "docs" / "benchmarks" / "kafka-worker-flame.svg"
 
 
 def free_port() -> int:
@@ -182,10 +184,12 @@ class Workers:
         return sum(cpu_seconds(p.pid) for p in self.processes)
 
     def record_flame_graph(self, out: Path) -> subprocess.Popen[bytes]:
-        """py-spy sampling the first worker (every thread, idle excluded) until SIGINT."""
+        """py-spy sampling the first worker (every thread, idle excluded) until SIGINT: an SVG
+        flame graph, or collapsed stacks where ``out`` ends in ``.txt``."""
         spy = Path(sys.executable).with_name("py-spy")
+        form = "raw" if out.suffix == ".txt" else "flamegraph"
         command = [str(spy), "record", "--pid", str(self.processes[0].pid), "--rate", "200"]
-        command += ["--format", "flamegraph", "--output", str(out), "--nonblocking"]
+        command += ["--format", form, "--output", str(out), "--nonblocking"]
         return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
 
     def stop(self) -> None:
@@ -469,9 +473,19 @@ def run(
             )
     one = rows[0]
     first = one["latency"][0]
+    profile: list[tuple[str, float]] = []
+    if size == "full":  # where one worker's CPU goes on the demo shop's backlog (py-spy)
+        if progress:
+            print("  profiling one worker on the backlog (py-spy) ...", flush=True)
+        flame_graph(PROFILE_SVG, bootstrap, backlog=backlog)
+        with tempfile.TemporaryDirectory() as tmp:
+            stacks = Path(tmp) / "stacks.txt"
+            flame_graph(stacks, bootstrap, backlog=backlog)
+            profile = profile_shares(stacks)
     return {
         "size": size,
         "rows": rows,
+        "profile": profile,
         "goal": {
             "events_per_s_one_worker": one["events_per_s"],
             "rate": first["rate"],
@@ -489,7 +503,41 @@ def run(
 
 
 def flame_graph(out: Path, bootstrap: str = "127.0.0.1:9092", backlog: int = 20_000) -> dict:
-    """One worker draining a backlog of the demo shop (2,000 users) under py-spy: ``out``."""
+    """One worker draining a backlog of the demo shop (2,000 users) under py-spy: ``out``
+    (an SVG, or collapsed stacks for :func:`profile_shares` where it ends in ``.txt``)."""
     return asyncio.run(
         measure(bootstrap=bootstrap, users=2000, backlog=backlog, rates=(), flame_graph=out)
     )
+
+
+#: Where a worker's CPU goes: a sampled stack belongs to the first group with any of its
+#: markers (in this order).
+PROFILE_GROUPS = (
+    ("engine (Engine.process)", ("_run_engine",)),
+    ("events agent: publish recommendations", ("publisher.py",)),
+    ("events agent: parse events", ("_prepare_events",)),
+    ("events agent: table reads and writes", ("table_store.py",)),
+    ("events agent: other", ("events_agent",)),
+    ("table changelog callbacks", ("_on_changelog_sent", "_on_published", "persisted_offset")),
+    ("producer (Faust buffer, aiokafka sender)", ("producer.py", "sender.py", "Producer.")),
+    ("consumer fetch and delivery", ("getmany", "_drain_messages", "conductor.py", "fetcher.py")),
+    ("stream iteration and batching", ("Stream.", "batching.py")),
+    ("delta shipping and model agent", ("ship_deltas", "model_agent")),
+)
+
+
+def profile_shares(collapsed: Path) -> list[tuple[str, float]]:
+    """Share of a worker's samples per :data:`PROFILE_GROUPS` group, from py-spy's collapsed
+    stacks; the rest is the event loop's own work (callbacks, futures, select) and other
+    threads."""
+    counts: dict[str, int] = {}
+    total = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        total += int(n)
+        group = next(
+            (g for g, marks in PROFILE_GROUPS if any(m in stack for m in marks)),
+            "event loop, other tasks and threads",
+        )
+        counts[group] = counts.get(group, 0) + int(n)
+    return sorted(((g, n / total) for g, n in counts.items()), key=lambda row: -row[1])

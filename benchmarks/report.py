@@ -455,6 +455,21 @@ def kafka_section(figures: dict[str, Any]) -> str:
             *(
                 [
                     "",
+                    "Where one worker's CPU goes draining the demo shop's backlog (py-spy, "
+                    "200 samples/s, every thread; flame graph: "
+                    "[kafka-worker-flame.svg](benchmarks/kafka-worker-flame.svg)):",
+                    "",
+                    _table(
+                        ["part of the worker", "share of its CPU"],
+                        [[group, f"{100 * share:.1f} %"] for group, share in figures["profile"]],
+                    ),
+                ]
+                if figures.get("profile")
+                else []
+            ),
+            *(
+                [
+                    "",
                     _goal(
                         "one worker's CPU per event ≤ 1.3 × the embedded engine's on the same "
                         "events, and ≥ 5,000 events per worker CPU second (measured "
