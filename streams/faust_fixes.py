@@ -38,7 +38,7 @@ them) and of the partitions it takes over (the first fetch after the seek to
 the committed offset is dropped; the next starts later and the gap is
 committed over). Found with the scale-out test's failover
 (``tests/integration/test_worker_scale_out.py``) beside two CPU hogs: 1–59
-events lost in 7 of 26 runs. The fix keeps Faust's ``getmany`` and, for every
+events lost in 9 of 25 runs. The fix keeps Faust's ``getmany`` and, for every
 partition whose records it did not deliver (inactive partition, flow stopped
 or generation changed mid-batch), seeks the consumer back to the first
 undelivered offset, so the records are fetched again once the partition is
