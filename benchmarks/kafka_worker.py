@@ -372,7 +372,6 @@ def embedded_cpu(
     ``catalogue`` MiniLM-derived vectors (the same ones the benchmark published).
     """
     os.environ.update({k: v for k, v in env.items() if k.startswith("DRIFTREC_")})
-    from models.contracts import CatalogItem
     from models.engine import Engine
     from models.settings import EngineSettings
     from streams.embedded import batched
@@ -382,16 +381,9 @@ def embedded_cpu(
         engine = Engine.build(settings)
         try:
             if catalogue:
-                from benchmarks.catalogue_vectors import derived_item_vectors
+                from benchmarks.worker_startup import catalogue_chunks
 
-                chunk = 50_000
-                for start in range(0, catalogue, chunk):
-                    count = min(chunk, catalogue - start)
-                    vectors = derived_item_vectors(count, seed=start // chunk)
-                    chunk_items = [
-                        CatalogItem(item_id=f"i{k}", title=f"item {k}", tags=[f"t{k % 97}"])
-                        for k in range(start, start + count)
-                    ]
+                for chunk_items, vectors in catalogue_chunks(catalogue, derived=True):
                     engine.set_item_vectors(
                         chunk_items, vectors, encoder_version=engine.encoder.model_version
                     )

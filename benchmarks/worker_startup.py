@@ -20,6 +20,7 @@ import asyncio
 import os
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +32,33 @@ from streams.settings import WorkerSettings
 from streams.topology import ensure_topics
 
 
+def catalogue_chunks(n_items: int, derived: bool) -> Iterator[tuple[list[Any], np.ndarray]]:
+    """The benchmark catalogue (ids ``i0``, ``i1``, …) in chunks of 50,000: items and vectors,
+    the same on every call (derived from MiniLM's item vectors, or generated)."""
+    from benchmarks.catalogue_scale import _vectors
+    from benchmarks.catalogue_vectors import derived_item_vectors
+    from models.contracts import CatalogItem
+
+    chunk = 50_000
+    for start in range(0, n_items, chunk):
+        count = min(chunk, n_items - start)
+        if derived:
+            vectors = derived_item_vectors(count, seed=start // chunk)
+        else:
+            vectors = _vectors(count, derived=False, seed=start // chunk)
+        items = [
+            CatalogItem(item_id=f"i{k}", title=f"item {k}", tags=[f"t{k % 97}"])
+            for k in range(start, start + count)
+        ]
+        yield items, vectors
+
+
 async def publish_catalogue(
     bootstrap: str, topic: str, n_items: int, encoder_version: str, derived: bool
 ) -> tuple[float, np.ndarray]:
-    """Publish ``n_items`` item-vectors records (ids ``i0``, ``i1``, …); returns the seconds
+    """Publish ``n_items`` item-vectors records (:func:`catalogue_chunks`); returns the seconds
     it took and each item's taste bucket (for :func:`benchmarks.catalogue_scale.shop_stream`)."""
-    from benchmarks.catalogue_scale import _vectors, taste_buckets
-    from models.contracts import CatalogItem
+    from benchmarks.catalogue_scale import taste_buckets
     from streams.item_vectors import encode_item_vector
 
     producer = AIOKafkaProducer(
@@ -47,19 +68,9 @@ async def publish_catalogue(
     started = time.perf_counter()
     buckets = []
     try:
-        chunk = 50_000
-        for start in range(0, n_items, chunk):
-            count = min(chunk, n_items - start)
-            if derived:
-                from benchmarks.catalogue_vectors import derived_item_vectors
-
-                vectors = derived_item_vectors(count, seed=start // chunk)
-            else:
-                vectors = _vectors(count, derived=False, seed=start // chunk)
+        for items, vectors in catalogue_chunks(n_items, derived):
             buckets.append(taste_buckets(vectors, n_items))
-            for offset, vector in enumerate(vectors):
-                k = start + offset
-                item = CatalogItem(item_id=f"i{k}", title=f"item {k}", tags=[f"t{k % 97}"])
+            for item, vector in zip(items, vectors, strict=True):
                 await producer.send(
                     topic,
                     key=item.item_id.encode(),
